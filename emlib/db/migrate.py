@@ -1,7 +1,7 @@
 """Forward-only, versioned SQL migrations.
 
 Files are `emlib/db/migrations/NNNN_name.sql`, applied in order, each in its own
-transaction, recorded in `schema_migrations` with a checksum. A transaction-level
+transaction, recorded in `schema_migrations` with a checksum. A session-level
 advisory lock serialises concurrent migrators (two processes starting at once), so
 running twice, or from two processes, applies each file exactly once. An applied file
 whose text changed is refused: migrations are append-only.
@@ -52,15 +52,17 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[int]:
     """Apply pending migrations; return the versions applied by this call."""
     applied_now: list[int] = []
+    migrations = discover(directory)
     with psycopg.connect(database_url, autocommit=True) as conn:
+        # Held for the whole run: even CREATE TABLE IF NOT EXISTS races without it.
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        for migration in discover(directory):
+        for migration in migrations:
             with conn.transaction():
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_ID,))
                 row = conn.execute(
                     "SELECT checksum FROM schema_migrations WHERE version = %s", (migration.version,)
                 ).fetchone()
@@ -76,4 +78,5 @@ def migrate(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[int]:
                     (migration.version, migration.name, migration.checksum),
                 )
                 applied_now.append(migration.version)
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
     return applied_now
