@@ -1,0 +1,1 @@
+"""The public HTTP API: stateless FastAPI, served by uvicorn locally and by Lambda via Mangum."""

@@ -1,0 +1,32 @@
+"""The functions API app. `create_app(settings)` builds it; `app` is the process's instance.
+
+Nothing here opens a connection at import: resources are created on first use so a
+Lambda cold start only pays for imports.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from emlib.resources import Resources
+from emlib.service import create_service_app
+from emlib.settings import Settings, get_settings
+
+SERVICE_NAME = "functions"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    resources = Resources(settings)
+    app = create_service_app(
+        SERVICE_NAME,
+        settings,
+        ready_checks={"database": resources.check_database, "object_store": resources.blob_store.ping},
+        version="0.1.0",
+        description="Everything Market public API",
+    )
+    app.state.resources = resources
+    return app
+
+
+app = create_app()
