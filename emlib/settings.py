@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-DEFAULT_SECRET_PREFIX = "local-dev-insecure-"
+DEFAULT_SECRET_PREFIX = "local-dev-insecure-"  # noqa: S105 - marks defaults so they can be refused
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -21,7 +21,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = create_service_app(
         SERVICE_NAME,
         settings,
-        ready_checks={"database": resources.check_database, "object_store": resources.blob_store.ping},
+        ready_checks={
+            "database": resources.check_database,
+            "object_store": lambda: resources.blob_store.ping(),
+        },
         version="0.1.0",
         description="Everything Market public API",
     )

