@@ -1,0 +1,1 @@
+"""Orderbook host: the stateful shard process (risk, matching, accounts, WAL, snapshots)."""
