@@ -51,7 +51,9 @@ class ProblemError(Exception):
         return problem_body(self.status, self.code, self.detail, title=self.title, **self.extra)
 
 
-def problem_body(status: int, code: str, detail: str = "", *, title: str | None = None, **extra: Any) -> dict[str, Any]:
+def problem_body(
+    status: int, code: str, detail: str = "", *, title: str | None = None, **extra: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE_BASE + code,
         "title": title or HTTPStatus(status).phrase,
