@@ -1,0 +1,1 @@
+"""Test support: local servers that speak hosted services' wire protocols, and their fixtures."""
