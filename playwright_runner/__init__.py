@@ -1,0 +1,1 @@
+"""The scraping runner: headless Chromium behind a small HTTP service (design.md §2)."""
