@@ -242,7 +242,9 @@ def test_recovery_is_idempotent(tmp_path: Path) -> None:
     assert segment.read_bytes() == bytes_after_first
 
 
-def test_garbage_files_in_the_directory_are_ignored(tmp_path: Path, opened: Callable[..., WriteAheadLog]) -> None:
+def test_garbage_files_in_the_directory_are_ignored(
+    tmp_path: Path, opened: Callable[..., WriteAheadLog]
+) -> None:
     _write_log(tmp_path, _payloads(2))
     (tmp_path / "notes.txt").write_text("hello")
     (tmp_path / "123.wal").write_bytes(b"not a segment name")
@@ -271,7 +273,9 @@ def test_segments_roll_and_replay_across_them(tmp_path: Path, opened: Callable[.
     assert _replay_all(reopened) == list(enumerate(payloads, start=1))
 
 
-def test_a_record_larger_than_a_segment_gets_its_own(tmp_path: Path, opened: Callable[..., WriteAheadLog]) -> None:
+def test_a_record_larger_than_a_segment_gets_its_own(
+    tmp_path: Path, opened: Callable[..., WriteAheadLog]
+) -> None:
     log = opened(tmp_path, segment_bytes=100)
     seqs = [log.append(b"a" * 10), log.append(b"b" * 500), log.append(b"c")]
     assert log.segment_first_seqs == [1, 2, 3]
@@ -279,7 +283,9 @@ def test_a_record_larger_than_a_segment_gets_its_own(tmp_path: Path, opened: Cal
     assert seqs == [1, 2, 3]
 
 
-def test_empty_newest_segment_after_a_crash_mid_roll(tmp_path: Path, opened: Callable[..., WriteAheadLog]) -> None:
+def test_empty_newest_segment_after_a_crash_mid_roll(
+    tmp_path: Path, opened: Callable[..., WriteAheadLog]
+) -> None:
     _write_log(tmp_path, _payloads(5))
     (tmp_path / segment_name(6)).write_bytes(b"")
     log = opened(tmp_path)
@@ -325,7 +331,9 @@ def test_a_sealed_segment_with_a_wrong_first_seq_fails_open(tmp_path: Path) -> N
         WriteAheadLog.open(tmp_path, segment_bytes=150)
 
 
-def test_retention_deletes_whole_segments_below_a_seq(tmp_path: Path, opened: Callable[..., WriteAheadLog]) -> None:
+def test_retention_deletes_whole_segments_below_a_seq(
+    tmp_path: Path, opened: Callable[..., WriteAheadLog]
+) -> None:
     log = opened(tmp_path, segment_bytes=150, retain_segments=0)  # two 66-byte records per segment
     for index in range(10):
         log.append(bytes([index]) * 50)
