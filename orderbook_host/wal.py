@@ -482,7 +482,10 @@ class WriteAheadLog:
             self.metrics.fsync_count += 1
             self.metrics.fsync_latency.observe(latency_s)
         if self._on_fsync is not None:
-            self._on_fsync(latency_s)
+            try:
+                self._on_fsync(latency_s)
+            except Exception:  # a broken metrics hook must not fail the log
+                logger.exception("wal on_fsync hook raised")
 
     def _fail(self, exc: BaseException) -> None:
         with self._cv:

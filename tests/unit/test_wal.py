@@ -574,6 +574,20 @@ def test_fsync_metrics_and_hook(tmp_path: Path, opened: Callable[..., WriteAhead
     assert all(latency_s >= 0 for latency_s in observed)
 
 
+def test_a_raising_fsync_hook_does_not_fail_the_log(
+    tmp_path: Path, opened: Callable[..., WriteAheadLog], caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_hook(latency_s: float) -> None:
+        raise RuntimeError("exporter down")
+
+    log = opened(tmp_path, on_fsync=broken_hook)
+    with caplog.at_level(logging.ERROR, logger="orderbook_host.wal"):
+        log.wait_durable(log.append(b"a"))
+        log.wait_durable(log.append(b"b"))
+    assert log.durable_seq == 2
+    assert "on_fsync hook raised" in caplog.text
+
+
 def test_latency_histogram_quantiles() -> None:
     histogram = LatencyHistogram()
     assert histogram.quantile_upper_bound_s(0.5) == 0.0
