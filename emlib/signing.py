@@ -20,8 +20,8 @@ Result codes (all answered 401), in the order they are checked:
    successor was added more than 24 h ago (an expired key is not distinguished from an
    unknown one: the caller's fix is the same, and it tells an attacker nothing).
 3. `signature_invalid` for a timestamp that is not plain decimal digits, then
-   `timestamp_skew` when |now − ts| > 120 s (exactly 120 s is accepted).
-4. `signature_invalid`: the nonce is not 16–64 of `[A-Za-z0-9_-]`, the signature is not
+   `timestamp_skew` when |now - ts| > 120 s (exactly 120 s is accepted).
+4. `signature_invalid`: the nonce is not 16-64 of `[A-Za-z0-9_-]`, the signature is not
    64 lowercase hex digits, or it does not match (compared in constant time).
 5. `nonce_reused`: this key id already used this nonce in the last 10 minutes. The nonce
    is recorded only after the signature verified, so a forger cannot burn a real

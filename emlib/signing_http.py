@@ -65,10 +65,7 @@ def new_nonce() -> str:
 def request_path_with_query(request: Request) -> str:
     """The request target as the client sent it: raw path, then `?query` if any."""
     raw_path = request.scope.get("raw_path")
-    if raw_path:
-        path = bytes(raw_path).decode("utf-8")
-    else:
-        path = quote(request.scope["path"], safe=_PATH_SAFE)
+    path = bytes(raw_path).decode("utf-8") if raw_path else quote(request.scope["path"], safe=_PATH_SAFE)
     query = bytes(request.scope.get("query_string", b"")).decode("utf-8")
     return f"{path}?{query}" if query else path
 

@@ -45,7 +45,9 @@ class S3BlobStore(BlobStore):
         code = _error_code(exc)
         if code in _NOT_FOUND:
             return BlobNotFoundError(key)
-        return BlobStoreError(f"s3 {action} {self.bucket}/{self.prefix}{key}: {code or type(exc).__name__}: {exc}")
+        return BlobStoreError(
+            f"s3 {action} {self.bucket}/{self.prefix}{key}: {code or type(exc).__name__}: {exc}"
+        )
 
     def put(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
         object_key = self._object_key(key)

@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from emlib.db import Conn
 from emlib.kv.base import (
     KeyValueError,
     KeyValueStore,
@@ -68,7 +69,7 @@ RETURNING allowed, tat_us
 
 
 class PostgresKeyValueStore(KeyValueStore):
-    def __init__(self, pool: ConnectionPool[Any]) -> None:
+    def __init__(self, pool: ConnectionPool[Conn]) -> None:
         self.pool = pool
 
     def _one(self, sql: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -90,14 +91,18 @@ class PostgresKeyValueStore(KeyValueStore):
             raise KeyValueError(f"postgres kv: {type(exc).__name__}: {exc}") from exc
 
     def get(self, key: str) -> bytes | None:
-        row = self._one(f"SELECT value FROM kv_entry WHERE key = %(key)s AND {_LIVE}", {"key": check_key(key)})
+        row = self._one(
+            f"SELECT value FROM kv_entry WHERE key = %(key)s AND {_LIVE}", {"key": check_key(key)}
+        )
         return None if row is None else bytes(row[0])
 
     def set(self, key: str, value: bytes, ttl_s: int | None = None) -> None:
         self._run(_SET, {"key": check_key(key), "value": bytes(value), "ttl": check_ttl(ttl_s)})
 
     def set_if_absent(self, key: str, value: bytes, ttl_s: int | None) -> bool:
-        row = self._one(_SET_IF_ABSENT, {"key": check_key(key), "value": bytes(value), "ttl": check_ttl(ttl_s)})
+        row = self._one(
+            _SET_IF_ABSENT, {"key": check_key(key), "value": bytes(value), "ttl": check_ttl(ttl_s)}
+        )
         return row is not None
 
     def delete(self, key: str) -> None:

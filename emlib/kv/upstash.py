@@ -89,7 +89,9 @@ class UpstashKeyValueStore(KeyValueStore):
         self._call("set", self._key(key), bytes(value).decode("latin-1"), ex=check_ttl(ttl_s))
 
     def set_if_absent(self, key: str, value: bytes, ttl_s: int | None) -> bool:
-        stored = self._call("set", self._key(key), bytes(value).decode("latin-1"), nx=True, ex=check_ttl(ttl_s))
+        stored = self._call(
+            "set", self._key(key), bytes(value).decode("latin-1"), nx=True, ex=check_ttl(ttl_s)
+        )
         return bool(stored)
 
     def delete(self, key: str) -> None:
@@ -97,7 +99,9 @@ class UpstashKeyValueStore(KeyValueStore):
 
     def incr(self, key: str, amount: int = 1, ttl_s: int | None = None) -> int:
         ttl = check_ttl(ttl_s)
-        result = self._call("eval", _INCR_LUA, keys=[self._key(key)], args=[str(amount), "" if ttl is None else str(ttl)])
+        result = self._call(
+            "eval", _INCR_LUA, keys=[self._key(key)], args=[str(amount), "" if ttl is None else str(ttl)]
+        )
         return int(result)
 
     def token_bucket(

@@ -189,7 +189,14 @@ def test_client_refuses_to_sign_with_a_bad_nonce() -> None:
 
 @pytest.mark.parametrize(
     ("offset_s", "expected"),
-    [(0, "ok"), (120, "ok"), (-120, "ok"), (121, TIMESTAMP_SKEW), (-121, TIMESTAMP_SKEW), (10**6, TIMESTAMP_SKEW)],
+    [
+        (0, "ok"),
+        (120, "ok"),
+        (-120, "ok"),
+        (121, TIMESTAMP_SKEW),
+        (-121, TIMESTAMP_SKEW),
+        (10**6, TIMESTAMP_SKEW),
+    ],
 )
 def test_timestamp_window(offset_s: int, expected: str) -> None:
     # the client's clock is offset_s ahead of the server's
@@ -202,7 +209,10 @@ def test_nonce_reuse_is_refused() -> None:
     assert code(check(headers(), nonces=nonces)) == NONCE_REUSED
     # another key may use the same nonce
     ring = Keyring(
-        [HmacKey(id="k1", secret=SECRET, created_at_s=0), HmacKey(id="k2", secret=SECRET + "2", created_at_s=0)]
+        [
+            HmacKey(id="k1", secret=SECRET, created_at_s=0),
+            HmacKey(id="k2", secret=SECRET + "2", created_at_s=0),
+        ]
     )
     assert code(check(headers(key_id="k2", secret=SECRET + "2"), ring=ring, nonces=nonces)) == "ok"
 
