@@ -489,10 +489,22 @@ class WriteAheadLog:
 
     def _fail(self, exc: BaseException) -> None:
         with self._cv:
-            if self._failed is None:
-                logger.error("wal failed, refusing further appends: %r", exc)
-                self._failed = exc
+            waiting = self._mark_failed(exc)
             self._cv.notify_all()
+        self._wake_async(waiting, exc)
+
+    def _mark_failed(
+        self, exc: BaseException
+    ) -> list[tuple[int, int, asyncio.AbstractEventLoop, asyncio.Future[None]]]:
+        """Refuse all further work (after a failed fsync the page cache cannot be trusted).
+
+        Call with _cv held; returns the async waiters to fail.
+        """
+        if self._failed is None:
+            logger.error("wal failed, refusing further work: %r", exc)
+            self._failed = exc
+        waiting, self._async_waiters = self._async_waiters, []
+        return waiting
 
     # ------------------------------------------------------------------ durability
 
@@ -512,10 +524,10 @@ class WriteAheadLog:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._cv:
-            if self._failed is not None:
-                raise WalFailedError("the log failed earlier") from self._failed
             if self._durable_seq >= seq:
                 return
+            if self._failed is not None:
+                raise WalFailedError("the log failed earlier") from self._failed
             heapq.heappush(self._async_waiters, (seq, next(self._waiter_ids), loop, future))
             self._flush_wanted_seq = max(self._flush_wanted_seq, seq)
             self._cv.notify_all()
@@ -532,10 +544,10 @@ class WriteAheadLog:
             with self._cv:
                 while self._durable_seq < seq and self._flushing and self._failed is None:
                     self._cv.wait()
-                if self._failed is not None:
-                    raise WalFailedError("the log failed earlier") from self._failed
                 if self._durable_seq >= seq:
                     return
+                if self._failed is not None:
+                    raise WalFailedError("the log failed earlier") from self._failed
                 self._flushing = True
             self._lead_flush()
 
@@ -561,10 +573,9 @@ class WriteAheadLog:
                 while self._async_waiters and self._async_waiters[0][0] <= self._durable_seq:
                     ready.append(heapq.heappop(self._async_waiters))
             else:
-                if self._failed is None:
-                    logger.error("wal fsync failed, refusing further work: %r", error)
-                    self._failed = error
-                ready, self._async_waiters = self._async_waiters, []
+                # in the same critical section: no waiter may lead a retry, since a second fsync
+                # can succeed after the kernel dropped the dirty pages the first one failed on
+                ready = self._mark_failed(error)
             self._cv.notify_all()
         for retired_fd in retired:
             os.close(retired_fd)

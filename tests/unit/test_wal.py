@@ -503,6 +503,40 @@ def test_fsync_failure_fails_the_log(tmp_path: Path, opened: Callable[..., Write
         asyncio.run(await_it())
 
 
+def test_no_waiter_retries_fsync_after_a_failure(
+    tmp_path: Path, opened: Callable[..., WriteAheadLog]
+) -> None:
+    # a retried fsync can succeed after the kernel dropped the pages the failed one lost
+    calls = [0]
+    calls_lock = threading.Lock()
+
+    def fails_on_fifth_call(fd: int) -> None:
+        with calls_lock:
+            calls[0] += 1
+            this_call = calls[0]
+        if this_call == 5:
+            raise OSError(5, "Input/output error")
+        os.fdatasync(fd)
+
+    log = opened(tmp_path, sync_file=fails_on_fifth_call)
+    outcomes: list[str] = []
+
+    def worker() -> None:
+        try:
+            while True:
+                log.wait_durable(log.append(b"x"))
+        except WalFailedError:
+            outcomes.append("failed")
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert outcomes == ["failed"] * 8
+    assert calls[0] == 5
+
+
 def test_async_waiter_is_failed_when_the_flusher_fsync_fails(
     tmp_path: Path, opened: Callable[..., WriteAheadLog]
 ) -> None:
