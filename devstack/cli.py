@@ -14,6 +14,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("up", help="start PostgreSQL, every service and demo data; Ctrl-C stops all")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "up":
         from devstack.supervisor import run
 

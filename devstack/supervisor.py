@@ -123,7 +123,7 @@ class Supervisor:
 
         for line in seed_demo_data(self.settings, database_url):
             self.out(f"demo          {line}")
-        return f"http://{self.settings.functions_host}:{self.settings.functions_port}/"
+        return f"http://{self.settings.functions_host}:{self.settings.functions_port}/docs"
 
     def _pump(self, running: Running) -> None:
         """Prefix each child's output with its name, so one terminal shows all logs."""

