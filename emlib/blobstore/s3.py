@@ -11,6 +11,7 @@ Errors: a missing object is `BlobNotFoundError`; any other client or network fai
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
@@ -23,20 +24,27 @@ _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 
 
 class S3BlobStore(BlobStore):
-    def __init__(self, bucket: str, prefix: str = "", client: S3Client | None = None) -> None:
+    def __init__(
+        self, bucket: str, prefix: str = "", client: S3Client | None = None, list_page_size: int = 1000
+    ) -> None:
         if not bucket:
             raise BlobStoreError("S3 bucket name is empty")
+        assert 1 <= list_page_size <= 1000, "S3 returns at most 1000 keys per page"
         self.bucket = bucket
+        self.list_page_size = list_page_size
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self._client = client
+        self._client_lock = threading.Lock()
 
     @property
     def client(self) -> S3Client:
-        if self._client is None:
-            import boto3
+        # boto3's default session is not safe to use from two threads at once: create once, locked
+        with self._client_lock:
+            if self._client is None:
+                import boto3
 
-            self._client = boto3.client("s3")
-        return self._client
+                self._client = boto3.client("s3")
+            return self._client
 
     def _object_key(self, key: str) -> str:
         return self.prefix + check_key(key)
@@ -80,7 +88,12 @@ class S3BlobStore(BlobStore):
         keys: list[str] = []
         try:
             paginator = self.client.get_paginator("list_objects_v2")
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
+            pages = paginator.paginate(
+                Bucket=self.bucket,
+                Prefix=self.prefix + prefix,
+                PaginationConfig={"PageSize": self.list_page_size},
+            )
+            for page in pages:
                 for item in page.get("Contents", []):
                     keys.append(item["Key"].removeprefix(self.prefix))
         except _aws_errors() as exc:
