@@ -32,7 +32,8 @@ Exceptions:
     WalError
     ├── WalClosedError       append after close()
     ├── WalCorruptionError   a sealed segment (or a replayed range) does not check out
-    └── WalFailedError       a write or fsync failed; the log refuses further work
+    ├── WalFailedError       a write or fsync failed; the log refuses further work
+    └── WalLockedError       another WriteAheadLog holds the directory (flock on LOCK)
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import fcntl
 import heapq
 import itertools
 import logging
@@ -62,6 +64,7 @@ _SEQ = struct.Struct("<Q")
 RECORD_PAYLOAD_BYTES_MAX = 16 * 1024 * 1024
 SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024
 SEGMENT_SUFFIX = ".wal"
+LOCK_FILE = "LOCK"
 _SEGMENT_NAME = re.compile(r"^(\d{20})\.wal$")
 _READ_CHUNK_BYTES = 4 * 1024 * 1024
 
@@ -82,6 +85,10 @@ class WalCorruptionError(WalError):
 
 
 class WalFailedError(WalError):
+    pass
+
+
+class WalLockedError(WalError):
     pass
 
 
@@ -229,6 +236,17 @@ def _check_segment_head(path: Path, first_seq: int) -> None:
         raise WalCorruptionError(f"sealed segment {segment_name(first_seq)} does not start at its seq")
 
 
+def _lock_directory(path: Path) -> int:
+    """One writer per WAL directory: a second host (or a second open) would interleave records."""
+    fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise WalLockedError(f"{path} is open in another WriteAheadLog (this or another process)") from exc
+    return fd
+
+
 def _recover(path: Path, sync: Callable[[int], None]) -> tuple[list[int], int, int, RecoveryReport]:
     """Find the segments, cut a bad tail, open the active segment for appending (and sync it)."""
     segments = sorted(
@@ -301,6 +319,7 @@ class WriteAheadLog:
         self,
         directory: Path,
         *,
+        lock_fd: int,
         segments: list[int],
         active_fd: int,
         active_size: int,
@@ -323,6 +342,7 @@ class WriteAheadLog:
         self.recovery = recovery
         self.metrics = WalMetrics()
         self._sync_file = sync_file
+        self._lock_fd = lock_fd
         self._on_fsync = on_fsync
         self._metrics_lock = threading.Lock()
 
@@ -378,9 +398,15 @@ class WriteAheadLog:
         path = Path(directory)
         path.mkdir(parents=True, exist_ok=True)
         sync = sync_file or _default_sync_file
-        segments, fd, active_size, report = _recover(path, sync)
+        lock_fd = _lock_directory(path)
+        try:
+            segments, fd, active_size, report = _recover(path, sync)
+        except BaseException:
+            os.close(lock_fd)
+            raise
         return cls(
             path,
+            lock_fd=lock_fd,
             segments=segments,
             active_fd=fd,
             active_size=active_size,
@@ -697,6 +723,7 @@ class WriteAheadLog:
                 for fd in [*self._retired_fds, self._fd]:
                     os.close(fd)
                 self._retired_fds = []
+            os.close(self._lock_fd)  # releases the directory lock
 
     def __enter__(self) -> WriteAheadLog:
         return self

@@ -22,6 +22,7 @@ from orderbook_host.wal import (
     WalCorruptionError,
     WalError,
     WalFailedError,
+    WalLockedError,
     WriteAheadLog,
     encode_record,
     scan_records,
@@ -116,6 +117,14 @@ def test_payload_limit_and_closed_log(tmp_path: Path, opened: Callable[..., Writ
     log.close()  # idempotent
     with pytest.raises(WalClosedError):
         log.append(b"b")
+
+
+def test_one_writer_per_directory(tmp_path: Path) -> None:
+    first = WriteAheadLog.open(tmp_path)
+    with pytest.raises(WalLockedError):
+        WriteAheadLog.open(tmp_path)
+    first.close()
+    WriteAheadLog.open(tmp_path).close()
 
 
 def test_bad_options_are_refused(tmp_path: Path) -> None:
