@@ -19,8 +19,11 @@ Durability (``fsync_policy``):
                  everything written so far, the others wait on a condition and are covered by
                  that sync or lead the next one. ``wait_durable_async`` hands the work to a
                  flusher thread and resolves futures through ``loop.call_soon_threadsafe``.
-    every_n      a background fsync after every ``every_n`` records; waits return at once.
+    every_n      a background fsync is requested every ``every_n`` records (requests made while
+                 one runs are coalesced into the next); waits return at once.
     interval_ms  a background fsync every ``interval_ms`` while there is unsynced data.
+Data files are synced with fdatasync (it includes the size an append changed); the directory
+is fsynced whenever a segment is created or deleted.
 
 Recovery (``WriteAheadLog.open``): every record of the last segment is validated; at the first
 short header, short payload, oversized length, CRC mismatch or seq discontinuity the segment is
