@@ -122,12 +122,24 @@ class HmacAuth(httpx.Auth):
     requires_request_body = True
 
     def __init__(
-        self, key_id: str, secret: str, clock: Clock = time.time, nonce_factory: NonceFactory = new_nonce
+        self,
+        key_id: str,
+        secret: str | bytes,
+        clock: Clock = time.time,
+        nonce_factory: NonceFactory = new_nonce,
     ) -> None:
         self.key_id = key_id
         self._secret = secret
         self.clock = clock
         self.nonce_factory = nonce_factory
+
+    @classmethod
+    def from_keyring(
+        cls, keyring: Keyring, clock: Clock = time.time, nonce_factory: NonceFactory = new_nonce
+    ) -> HmacAuth:
+        """Sign with the keyring's newest key (`Keyring(settings.hmac_keys)`)."""
+        key = keyring.signing_key
+        return cls(key.id, key.secret, clock, nonce_factory)
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         headers = signed_headers(
@@ -152,12 +164,24 @@ class RequestsHmacAuth(requests.auth.AuthBase):
     """
 
     def __init__(
-        self, key_id: str, secret: str, clock: Clock = time.time, nonce_factory: NonceFactory = new_nonce
+        self,
+        key_id: str,
+        secret: str | bytes,
+        clock: Clock = time.time,
+        nonce_factory: NonceFactory = new_nonce,
     ) -> None:
         self.key_id = key_id
         self._secret = secret
         self.clock = clock
         self.nonce_factory = nonce_factory
+
+    @classmethod
+    def from_keyring(
+        cls, keyring: Keyring, clock: Clock = time.time, nonce_factory: NonceFactory = new_nonce
+    ) -> RequestsHmacAuth:
+        """Sign with the keyring's newest key (`Keyring(settings.hmac_keys)`)."""
+        key = keyring.signing_key
+        return cls(key.id, key.secret, clock, nonce_factory)
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         body = request.body

@@ -63,6 +63,7 @@ class UpstashKeyValueStore(KeyValueStore):
 
             client = Redis(url=url, token=token, rest_retries=0, allow_telemetry=False)
             # The package's httpx client has no timeout; a hung connection must not hang a request.
+            client._http._client.close()
             client._http._client = httpx.Client(timeout=REQUEST_TIMEOUT_S)
         self.redis = client
         self.namespace = namespace

@@ -42,7 +42,6 @@ class UpstashServer:
         self.token = token or secrets.token_urlsafe(24)
         self.redis = redis.Redis(unix_socket_path=str(redis_socket), protocol=2)
         self.redis.response_callbacks.clear()  # relay raw replies, as Upstash does
-        self.requests_served = 0
         self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="upstash-server", daemon=True)
@@ -122,7 +121,6 @@ class UpstashServer:
                 self.wfile.write(data)
 
             def do_POST(self) -> None:
-                server.requests_served += 1
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 if self.headers.get("Authorization") != f"Bearer {server.token}":

@@ -281,3 +281,21 @@ def test_httpx_auth_signs_a_streamed_body_after_reading_it(app: FastAPI, clock: 
         response = http.post("/echo/x", content=chunks, headers={"Content-Type": "application/json"})
     assert response.status_code == 200, response.text
     assert response.json()["json"] == {"a": 1}
+
+
+def test_clients_sign_with_the_newest_key_of_a_keyring(app: FastAPI, clock: FakeClock) -> None:
+    ring = Keyring(
+        [
+            HmacKey(id="old", secret="old-secret-0123456789", created_at_s=0),
+            HmacKey(id="svc-1", secret=SECRET, created_at_s=5),
+        ]
+    )
+    with TestClient(app) as http:
+        response = http.get("/items", auth=HmacAuth.from_keyring(ring, clock=clock))
+    assert response.json()["caller"] == "svc-1"
+    session = requests.Session()
+    adapter = CaptureAdapter()
+    session.mount("http://", adapter)
+    session.get("http://svc.local/x?y=1", auth=RequestsHmacAuth.from_keyring(ring, clock=clock))
+    assert adapter.sent[0].headers["X-Key-Id"] == "svc-1"
+    assert isinstance(verify_prepared(adapter.sent[0], int(clock())), VerifiedCaller)
