@@ -118,7 +118,7 @@ def _settings(**overrides: object) -> Settings:
 
 
 def test_service_renders_and_shuts_chromium_down(site: str) -> None:
-    assert not chromium_descendants(os.getpid()), "a previous test left Chromium running"
+    before = chromium_descendants(os.getpid())  # others' browsers in this process, if any
     app = create_app(_settings())
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -161,14 +161,14 @@ def test_service_renders_and_shuts_chromium_down(site: str) -> None:
             refused = client.post("/render", json={"url": "file:///etc/passwd"})
             assert refused.status_code == 422
 
-        browsers = chromium_descendants(os.getpid())
+        browsers = chromium_descendants(os.getpid()) - before
         assert browsers, "Chromium should run under this process while the server is up"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
     assert not thread.is_alive()
     assert not _wait_gone(browsers), "Chromium processes outlived the server"
-    assert not chromium_descendants(os.getpid())
+    assert not chromium_descendants(os.getpid()) - before
     assert not app.state.browser_pool.is_connected()
 
 
