@@ -336,9 +336,10 @@ async def _snapshot_loop(host: OrderbookHost, interval_s: float) -> None:
 async def _expiry_loop(host: OrderbookHost) -> None:
     while True:
         await asyncio.sleep(EXPIRY_SWEEP_S)
-        now_ms = host.now_ms()
-        if host.exchange.has_due_expiry(now_ms):
-            await host.submit(cmds.ExpireOrders(now_ms))
+        try:
+            await host.submit(cmds.ExpireOrders(host.now_ms()))
+        except Exception:
+            _log.exception("expiry sweep failed")
 
 
 async def _serve_socket(

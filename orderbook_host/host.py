@@ -165,6 +165,8 @@ class OrderbookHost:
         outcome = self.exchange.apply(cmd)
         if outcome.code is not None:
             return Applied(outcome, None, [])
+        if isinstance(cmd, cmds.ExpireOrders) and not outcome.events:
+            return Applied(outcome, None, [])  # the periodic sweep found nothing due: log nothing
         try:
             seq = self.wal.append(cmds.encode_command(cmd))
         except BaseException as exc:

@@ -7,6 +7,8 @@ TEST_DATABASE_URL names a real server to use instead.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,16 +21,30 @@ from emlib.db.embedded import EmbeddedPostgres
 from emlib.db.migrate import migrate
 
 
+@pytest.fixture
+def server_tmp_path() -> Iterator[Path]:
+    """A temporary folder outside pytest's basetemp, for servers that run as another user.
+
+    The embedded PostgreSQL runs as the `pgserver` user and needs to traverse the folder's
+    parents; pytest resets its basetemp root to 0700 whenever a session starts.
+    """
+    path = Path(tempfile.mkdtemp(prefix="em-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     external = os.environ.get("TEST_DATABASE_URL")
     if external:
         yield external
         return
-    server = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")) / "data")
+    root = Path(tempfile.mkdtemp(prefix="em-test-pg-"))
+    server = EmbeddedPostgres(root / "data")
     url = server.start()
     yield url
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def _with_dbname(url: str, dbname: str) -> str:
