@@ -105,7 +105,10 @@ class AuditLog:
         conn: Conn | None = None,
     ) -> AuditEvent:
         """Append one event. Raises ValueError for a payload that cannot be hashed stably
-        (floats, non-string keys): see `audit_chain.check_payload`."""
+        (floats, non-string keys): see `audit_chain.check_payload`.
+
+        A caller's `conn` should be at READ COMMITTED (the default): under REPEATABLE READ
+        a concurrent append makes the head lock fail with a serialization error."""
         body = payload or {}
         if conn is None:
             with self._pool.connection() as own:  # commits on leaving the block
