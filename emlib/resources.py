@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from emlib.audit import AuditLog
@@ -67,6 +68,11 @@ class Resources:
         return AuditLog(self.pool, self.settings.audit_hmac_key)
 
     def check_database(self) -> None:
+        if self._pool is None:
+            # Fail fast while the database is unreachable, rather than wait out the pool's
+            # start-up timeout on every probe.
+            with psycopg.connect(self.database_url, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
         with self.pool.connection(timeout=2) as conn:
             conn.execute("SELECT 1")
 
