@@ -695,7 +695,8 @@ class Exchange:
             self._rest(o, m, a)
             status = "partially_filled" if o.filled else "open"
             return OrderAck(oid, coid, status, o.filled, o.remaining, tuple(fills), None, False)
-        status = "filled" if o.filled else "cancelled"
+        # Fully traded, or (STP decrement) partly traded and partly withdrawn.
+        status = "filled" if o.filled == qty else "cancelled"
         return OrderAck(oid, coid, status, o.filled, 0, tuple(fills), None, False)
 
     def _rest(self, o: Order, m: Market, a: Account) -> None:
@@ -792,18 +793,11 @@ class Exchange:
                                     symbol, maker.account, maker.oid, REASON_STP, d, 0, maker.filled
                                 )
                             )
-                        if taker.remaining:
-                            events.append(
-                                OrderCancelled(
-                                    symbol,
-                                    taker.account,
-                                    taker.oid,
-                                    REASON_STP,
-                                    d,
-                                    taker.remaining,
-                                    taker.filled,
-                                )
+                        events.append(
+                            OrderCancelled(
+                                symbol, taker.account, taker.oid, REASON_STP, d, taker.remaining, taker.filled
                             )
+                        )
                         continue
                     if stp == STP_CANCEL_BOTH:
                         q.popleft()
