@@ -311,17 +311,37 @@ class Exchange:
         for sym in sorted(self.markets):
             m = self.markets[sym]
             markets.append(
-                [sym, m.kind, m.tick_size, m.price_min, m.price_max, m.settle_max, m.multiplier_minor,
-                 m.allow_short, m.status, m.settlement_price,
-                 None if m.book.last_trade is None else list(m.book.last_trade)]
-            )  # fmt: skip
+                [
+                    sym,
+                    m.kind,
+                    m.tick_size,
+                    m.price_min,
+                    m.price_max,
+                    m.settle_max,
+                    m.multiplier_minor,
+                    m.allow_short,
+                    m.status,
+                    m.settlement_price,
+                    None if m.book.last_trade is None else list(m.book.last_trade),
+                ]
+            )
             for side in (m.book.bids, m.book.asks):
                 for level in side.sorted_levels():
                     for o in level.live():
                         orders.append(
-                            [o.oid, o.account, sym, o.side, o.price, o.remaining, o.filled, o.lock,
-                             o.expire_at_ms, o.post_only]
-                        )  # fmt: skip
+                            [
+                                o.oid,
+                                o.account,
+                                sym,
+                                o.side,
+                                o.price,
+                                o.remaining,
+                                o.filled,
+                                o.lock,
+                                o.expire_at_ms,
+                                o.post_only,
+                            ]
+                        )
         accounts = []
         for acct_id in sorted(self.accounts):
             a = self.accounts[acct_id]

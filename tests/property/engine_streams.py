@@ -148,9 +148,20 @@ class Driver:
                 coid = f"u{oid}"  # unique; "x1"/"x2" are shared and so mostly duplicates
             self.placed.append((oid, acct))
             return PlaceOrder(
-                oid, acct, sym, side, qty, ts, order_type=typ, price=price, time_in_force=tif, post_only=post,
-                client_order_id=coid, expire_at_ms=ts + exp if tif == "GTD" else None, stp=stp,
-            )  # fmt: skip
+                oid,
+                acct,
+                sym,
+                side,
+                qty,
+                ts,
+                order_type=typ,
+                price=price,
+                time_in_force=tif,
+                post_only=post,
+                client_order_id=coid,
+                expire_at_ms=ts + exp if tif == "GTD" else None,
+                stp=stp,
+            )
         if op.kind in ("cancel", "replace"):
             if self.placed:
                 # Aim at recent orders: most older ones are long done.
@@ -264,7 +275,7 @@ def random_ops(rng: random.Random, n: int) -> list[Op]:
                         rng.randint(1, 40),
                         rng.choice((None, "u", "u", "u", f"y{rng.randint(0, 999)}")),
                     ),
-                )  # fmt: skip
+                )
             )
             sym = ops[-1].args[1]
             args = list(ops[-1].args)

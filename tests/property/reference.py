@@ -190,8 +190,10 @@ class ReferenceBook:
 
     def expire(self, now_ms: int) -> RefResult:
         res = RefResult()
-        due = sorted((o for o in self.orders if o.expire_at_ms and o.expire_at_ms <= now_ms),
-                     key=lambda o: (o.expire_at_ms, o.oid))  # fmt: skip
+        due = sorted(
+            (o for o in self.orders if o.expire_at_ms and o.expire_at_ms <= now_ms),
+            key=lambda o: (o.expire_at_ms, o.oid),
+        )
         for o in due:
             self.orders.remove(o)
             res.cancels.append((o.oid, "expired", o.remaining))

@@ -53,9 +53,18 @@ RICH_MINOR = 10**12
 def _apply_reference(ref: ReferenceBook, cmd: Command) -> RefResult:
     if isinstance(cmd, PlaceOrder):
         return ref.place(
-            cmd.server_order_id, cmd.account, cmd.symbol, cmd.side, cmd.quantity, cmd.order_type, cmd.price,
-            cmd.time_in_force, cmd.post_only, cmd.expire_at_ms, cmd.stp,
-        )  # fmt: skip
+            cmd.server_order_id,
+            cmd.account,
+            cmd.symbol,
+            cmd.side,
+            cmd.quantity,
+            cmd.order_type,
+            cmd.price,
+            cmd.time_in_force,
+            cmd.post_only,
+            cmd.expire_at_ms,
+            cmd.stp,
+        )
     if isinstance(cmd, CancelOrder):
         return ref.cancel(cmd.account, cmd.server_order_id)
     if isinstance(cmd, ReplaceOrder):
