@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     fsync_every_n: int = Field(64, alias="FSYNC_EVERY_N", ge=1)
     fsync_interval_ms: int = Field(5, alias="FSYNC_INTERVAL_MS", ge=1)
     snapshot_interval_s: float = Field(10.0, alias="SNAPSHOT_INTERVAL_S", gt=0)
+    # WAL segments roll at this size; retention deletes whole segments behind the snapshots.
+    wal_segment_bytes: int = Field(64 * 1024 * 1024, alias="WAL_SEGMENT_BYTES", ge=4096)
     replay_buffer_size: int = Field(10_000, alias="REPLAY_BUFFER_SIZE", ge=1)
 
     # playwright runner

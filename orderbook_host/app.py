@@ -85,6 +85,7 @@ def build_host(settings: Settings) -> OrderbookHost:
     wal = WriteAheadLog.open(
         settings.orderbook_wal_dir,
         fsync_policy=settings.fsync_policy,
+        segment_bytes=settings.wal_segment_bytes,
         every_n=settings.fsync_every_n,
         interval_ms=settings.fsync_interval_ms,
         on_fsync=m.FSYNC_SECONDS.observe,
@@ -302,6 +303,25 @@ def create_app(
         if view is None:
             raise refused(codes.UNKNOWN_ACCOUNT, f"no account {account}")
         return {**view, "open_orders": host.exchange.open_orders(account)}
+
+    @app.get("/debug/state_hash", dependencies=[signed])
+    def state_hash() -> dict[str, Any]:
+        """What a recovery must reproduce: the state hash, the WAL position and channel counters.
+
+        Crash tests compare it with an independent replay of the WAL; operators compare two
+        replicas or a host before and after a restart.
+        """
+        host = get_host()
+        return {
+            "state_hash": host.state_hash(),
+            "engine_state_hash": host.exchange.state_hash(),
+            "applied_seq": host.applied_seq,
+            "wal_last_seq": host.wal.last_seq,
+            "snapshot_seq": host.snapshot_seq,
+            "recovered_snapshot_seq": host.recovered_snapshot_seq,
+            "replayed_records": host.replayed_records,
+            "channels": host.hub.counters(),
+        }
 
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> PlainTextResponse:

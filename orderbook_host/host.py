@@ -20,6 +20,7 @@ exactly (`state_hash`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,12 +30,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from emlib.blobstore import BlobNotFoundError
 from orderbook_host.engine import Exchange, Outcome
 from orderbook_host.engine import commands as cmds
 from orderbook_host.engine import events as ev
 from orderbook_host.realtime import RealtimeHub
-from orderbook_host.snapshot_store import SnapshotStore
-from orderbook_host.wal import WriteAheadLog
+from orderbook_host.snapshot_store import SnapshotError, SnapshotStore
+from orderbook_host.wal import WalError, WriteAheadLog
 
 _log = logging.getLogger("orderbook_host.host")
 HOST_SNAPSHOT_VERSION = 1
@@ -98,6 +100,8 @@ class OrderbookHost:
         self.exchange = Exchange()
         self.applied_seq = 0  # the WAL seq of the last applied command
         self.snapshot_seq = 0  # the WAL seq the newest durable snapshot covers
+        # The snapshot recovery started from: the replay buffer holds envelopes after it only.
+        self.recovered_snapshot_seq = 0
         self._outbox: deque[tuple[int, list[dict[str, Any]]]] = deque()
         self.replayed_records = 0
         self.failed: BaseException | None = None
@@ -105,17 +109,10 @@ class OrderbookHost:
     # ------------------------------------------------------------------ recovery
 
     def recover(self) -> None:
-        """Newest valid snapshot, then every WAL record after it, through `_apply_logged`."""
-        latest = self.snapshots.latest_valid(self.shard_id)
-        if latest is not None:
-            wal_seq, state = latest
-            if wal_seq > self.wal.last_seq:
-                # A snapshot ahead of the log means the log lost durable records: refuse to guess.
-                raise RuntimeError(
-                    f"snapshot at seq {wal_seq} is ahead of the WAL (last seq {self.wal.last_seq})"
-                )
-            self._restore(state)
-            self.applied_seq = self.snapshot_seq = wal_seq
+        """Newest usable snapshot, then every WAL record after it, through `_apply_logged`."""
+        restored = self._restore_newest_snapshot()
+        if restored is not None:
+            self.applied_seq = self.snapshot_seq = self.recovered_snapshot_seq = restored
         start = time.perf_counter()
         for seq, payload in self.wal.replay(self.applied_seq + 1):
             self._apply_logged(seq, cmds.decode_command(payload))
@@ -128,6 +125,48 @@ class OrderbookHost:
             self.replayed_records,
             time.perf_counter() - start,
             self.state_hash()[:16],
+        )
+
+    def _restore_newest_snapshot(self) -> int | None:
+        """Restore the newest snapshot that verifies and that the WAL reaches; return its seq.
+
+        A snapshot ahead of the log means the log lost records the snapshot covers. When the
+        WAL's own recovery just cut a torn or corrupt tail, that is the explanation: the
+        snapshot describes a history the log no longer has, and keeping it would be wrong
+        twice over (new commands reuse those seqs, and a later restart would load it on top
+        of them). It is moved to `orderbook/{shard}/quarantine/` and recovery falls back to an
+        older one. With a clean log (a lost or foreign WAL directory) we refuse to guess.
+        """
+        last_seq = self.wal.last_seq
+        for wal_seq in reversed(self.snapshots.seqs(self.shard_id)):
+            if wal_seq > last_seq:
+                if self.wal.recovery.clean:
+                    raise RuntimeError(
+                        f"snapshot at seq {wal_seq} is ahead of the WAL (last seq {last_seq}) and "
+                        "the WAL shows no cut tail: is this the right WAL directory?"
+                    )
+                self._quarantine_snapshot(wal_seq)
+                continue
+            try:
+                state = self.snapshots.load(self.shard_id, wal_seq)
+            except (SnapshotError, BlobNotFoundError) as exc:
+                _log.warning("snapshot at seq %s is unusable, trying an older one: %s", wal_seq, exc)
+                continue
+            self._restore(state)
+            return wal_seq
+        return None
+
+    def _quarantine_snapshot(self, wal_seq: int) -> None:
+        key = self.snapshots.key(self.shard_id, wal_seq)
+        blobs = self.snapshots.blobs
+        with contextlib.suppress(BlobNotFoundError):
+            blobs.put(f"orderbook/{self.shard_id}/quarantine/{wal_seq:020d}.snap", blobs.get(key))
+            blobs.delete(key)
+        _log.error(
+            "snapshot at seq %s is ahead of the WAL (last good seq %s after a cut tail); "
+            "moved to quarantine, recovering from an older snapshot",
+            wal_seq,
+            self.wal.last_seq,
         )
 
     def _apply_logged(self, seq: int, cmd: cmds.Command) -> None:
@@ -174,9 +213,22 @@ class OrderbookHost:
             raise
         envelopes = self._sequence(seq, cmd, outcome)
         self._outbox.append((seq, envelopes))
-        await self.wal.wait_durable_async(seq)
-        self._drain_outbox()
+        if self.wal.fsync_policy != "always":
+            self._drain_outbox()
+            return Applied(outcome, seq, envelopes)
+        # Shielded: a caller that goes away (client timeout) must not leave its envelopes
+        # unpublished until some later command happens to drain the outbox.
+        await asyncio.shield(self._publish_when_durable(seq))
         return Applied(outcome, seq, envelopes)
+
+    async def _publish_when_durable(self, seq: int) -> None:
+        try:
+            await self.wal.wait_durable_async(seq)
+        except WalError as exc:
+            # Applied in memory but never durable: the state is ahead of the log.
+            self.failed = exc
+            raise
+        self._drain_outbox()
 
     def _drain_outbox(self) -> None:
         durable = self.wal.durable_seq if self.wal.fsync_policy == "always" else self.wal.last_seq
