@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orderbook_host.engine.events import Event
+from orderbook_host.engine.events import Event, fast_frozen_init
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Fill:
     trade_id: int
@@ -31,6 +32,7 @@ class Fill:
         }
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class OrderAck:
     server_order_id: int
