@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -17,7 +18,6 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse
-from pydantic import ValidationError
 
 from emlib.blobstore import open_blob_store
 from emlib.channel_tokens import verify_channel_token
@@ -388,7 +388,10 @@ async def _serve_socket(
     sender = asyncio.create_task(_pump(ws, subscriber))
     try:
         while True:
-            message = await ws.receive_json()
+            frame = await ws.receive()
+            if frame["type"] == "websocket.disconnect":
+                break
+            message = _parse_json(frame.get("text"))
             if not isinstance(message, dict) or message.get("op") not in ("subscribe", "unsubscribe"):
                 await ws.send_json({"op": "error", "code": "bad_message", "detail": "expected op subscribe"})
                 continue
@@ -421,13 +424,23 @@ async def _serve_socket(
                     "last_sequence": {c: host.hub.last_sequence(c) for c in accepted},
                 }
             )
-    except (WebSocketDisconnect, ValidationError, ValueError):
+    except WebSocketDisconnect:
         pass
     finally:
         host.hub.unsubscribe_all(subscriber)
         sender.cancel()
         with contextlib.suppress(BaseException):
             await sender
+
+
+def _parse_json(text: str | None) -> Any:
+    """A text frame's JSON, or None for a binary frame or malformed JSON (answered bad_message)."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 async def _pump(ws: WebSocket, subscriber: Subscriber) -> None:
