@@ -1,0 +1,444 @@
+"""Durable order entry through `OrderbookHost.submit`, in process, beside the pure engine.
+
+Question answered: how much of the engine's in-memory rate survives once every command goes
+through the host's real path (apply, WAL append, sequencing on realtime channels, group-commit
+fsync under `fsync=always`, publish) with many commands in flight at once — and what the disk's
+own fsync costs, measured in the same directory in the same run.
+
+One seeded workload (limits, cancels, market orders across 10 binary symbols, funded
+accounts) is replayed three ways: `Exchange.apply` in a loop (in-memory), then the host with
+K concurrent `submit` calls for each K. Command construction is inside every timing. After
+each host row the host's engine state hash must equal the in-memory engine's after the same
+prefix (same commands, same order), so the rows measure the same work.
+
+Full run:  `.venv/bin/python -m bench.host_durable`
+Quick run: `.venv/bin/python -m bench.host_durable --quick`
+Profile:   `.venv/bin/python -m bench.host_durable --profile`   (cProfile of the widest row)
+Options:   `--seconds S` per host row (default 4; quick 1), `--inflight 1,16,64,256`,
+           `--dir PATH` (filesystem to test; default the temp dir), `--seed N`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import hashlib
+import io
+import os
+import pstats
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from emlib.blobstore.local import LocalBlobStore
+from orderbook_host import host as host_module
+from orderbook_host import realtime
+from orderbook_host.engine import commands as cmds
+from orderbook_host.engine import events as ev
+from orderbook_host.engine.exchange import Exchange
+from orderbook_host.host import OrderbookHost
+from orderbook_host.realtime import RealtimeHub
+from orderbook_host.snapshot_store import SnapshotStore
+from orderbook_host.wal import FsyncPolicy, WriteAheadLog, encode_record
+
+SYMBOLS = tuple(f"BENCH-{i}" for i in range(10))
+ACCOUNTS_N = 200
+DEPOSIT_MINOR = 10**12
+TS_BASE_MS = 1_800_000_000_000
+SHARD = "bench-host"
+LIMIT, MARKET, CANCEL = "limit", "market", "cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One workload step. `target` (cancels) is the index of the earlier op whose order to cancel."""
+
+    kind: str
+    account: str
+    symbol: str
+    side: str
+    price: int
+    quantity: int
+    target: int = -1
+
+
+def setup_commands(accounts_n: int = ACCOUNTS_N) -> list[cmds.Command]:
+    out: list[cmds.Command] = [cmds.CreateMarket(s, "binary", TS_BASE_MS) for s in SYMBOLS]
+    out += [cmds.Deposit(f"acct-{i}", DEPOSIT_MINOR, TS_BASE_MS) for i in range(accounts_n)]
+    return out
+
+
+def make_ops(n: int, seed: int, accounts_n: int = ACCOUNTS_N) -> list[Op]:
+    """65 % limit (around mid 50, some crossing), 25 % cancel of a recent limit, 10 % market."""
+    rng = random.Random(seed)
+    ops: list[Op] = []
+    limits: list[int] = []
+    for i in range(n):
+        roll = rng.random()
+        if roll < 0.25 and limits:
+            target = limits[-1 - rng.randrange(min(len(limits), 500))]
+            t = ops[target]
+            ops.append(Op(CANCEL, t.account, t.symbol, t.side, 0, 0, target))
+            continue
+        account = f"acct-{rng.randrange(accounts_n)}"
+        symbol = SYMBOLS[rng.randrange(len(SYMBOLS))]
+        side = "buy" if rng.random() < 0.5 else "sell"
+        quantity = rng.randint(1, 20)
+        if roll < 0.35:
+            ops.append(Op(MARKET, account, symbol, side, 0, quantity))
+            continue
+        offset = rng.randint(-3, 12)  # mostly passive, sometimes crossing
+        price = 50 - offset if side == "buy" else 50 + offset
+        ops.append(Op(LIMIT, account, symbol, side, price, quantity))
+        limits.append(i)
+    return ops
+
+
+def to_command(op: Op, index: int, next_order_id: int, ids: list[int]) -> cmds.Command:
+    """The command for op `index`; `ids[index]` records the server order id it was given."""
+    ts_ms = TS_BASE_MS + index
+    if op.kind == CANCEL:
+        return cmds.CancelOrder(op.account, ids[op.target], ts_ms)
+    ids[index] = next_order_id
+    if op.kind == MARKET:
+        return cmds.PlaceOrder(
+            next_order_id, op.account, op.symbol, op.side, op.quantity, ts_ms, order_type="market"
+        )
+    return cmds.PlaceOrder(
+        next_order_id,
+        op.account,
+        op.symbol,
+        op.side,
+        op.quantity,
+        ts_ms,
+        price=op.price,
+        client_order_id=f"c{index}",
+    )
+
+
+def percentile_ms(samples_s: list[float], q: float) -> float:
+    if not samples_s:
+        return float("nan")
+    ordered = sorted(samples_s)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+# ---------------------------------------------------------------------------------- measurements
+
+
+def raw_fsync(directory: Path, seconds: float) -> tuple[float, float, float, int]:
+    """The disk alone: os.write of a ~100 B framed record + fdatasync. (p50_ms, p99_ms, max_ms, n)."""
+    path = directory / "raw-fsync.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    record = encode_record(1, b"r" * 84)  # 100 bytes framed
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+    try:
+        while time.perf_counter() < deadline or len(samples) < 50:
+            t0 = time.perf_counter()
+            os.write(fd, record)
+            os.fdatasync(fd)
+            samples.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return percentile_ms(samples, 0.5), percentile_ms(samples, 0.99), max(samples) * 1000, len(samples)
+
+
+def in_memory(setup: list[cmds.Command], ops: list[Op]) -> tuple[float, Exchange]:
+    """Seconds to build and apply `ops` on a bare Exchange (setup excluded), and the exchange."""
+    ex = Exchange()
+    for cmd in setup:
+        assert ex.apply(cmd).code is None
+    ids = [0] * len(ops)
+    apply = ex.apply
+    started = time.perf_counter()
+    for index, op in enumerate(ops):
+        apply(to_command(op, index, ex.next_order_id, ids))
+    return time.perf_counter() - started, ex
+
+
+def open_host(directory: Path, policy: FsyncPolicy) -> OrderbookHost:
+    """The wiring of `orderbook_host.app.build_host`, on a local folder."""
+    wal = WriteAheadLog.open(directory / "wal", fsync_policy=policy)
+    snapshots = SnapshotStore(LocalBlobStore(directory / "objects"))
+    host = OrderbookHost(shard_id=SHARD, wal=wal, snapshots=snapshots, hub=RealtimeHub(SHARD, 10_000))
+    host.recover()
+    return host
+
+
+@dataclass
+class HostRun:
+    done: int
+    elapsed_s: float
+    latencies_s: list[float]
+    wal_records: int
+    fsyncs: int
+    state_hash: str
+
+
+async def drive_host(
+    host: OrderbookHost, setup: list[cmds.Command], ops: list[Op], inflight: int, seconds: float
+) -> HostRun:
+    """`inflight` tasks take ops in order and await `submit` until time is up or ops run out.
+
+    Taking the next op and applying it happen with no await in between, so the apply order
+    is the op order whatever the interleaving of acknowledgements.
+    """
+    for cmd in setup:
+        assert (await host.submit(cmd)).outcome.code is None
+    fsyncs_before = host.wal.metrics.fsync_count
+    records_before = host.wal.metrics.records
+    ids = [0] * len(ops)
+    latencies: list[float] = []
+    cursor = iter(range(len(ops)))
+    deadline = time.perf_counter() + seconds
+    exchange = host.exchange
+
+    async def worker() -> None:
+        for index in cursor:
+            t0 = time.perf_counter()
+            await host.submit(to_command(ops[index], index, exchange.next_order_id, ids))
+            t1 = time.perf_counter()
+            latencies.append(t1 - t0)
+            if t1 > deadline:
+                return
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(inflight)))
+    elapsed = time.perf_counter() - started
+    return HostRun(
+        done=len(latencies),
+        elapsed_s=elapsed,
+        latencies_s=latencies,
+        wal_records=host.wal.metrics.records - records_before,
+        fsyncs=host.wal.metrics.fsync_count - fsyncs_before,
+        state_hash="",  # filled in outside any profile
+    )
+
+
+def run_host(
+    base: Path,
+    label: str,
+    policy: FsyncPolicy,
+    setup: list[cmds.Command],
+    ops: list[Op],
+    inflight: int,
+    seconds: float,
+    profile: cProfile.Profile | None = None,
+    patched: bool = False,
+) -> HostRun:
+    directory = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=base))
+    host = open_host(directory, policy)
+    try:
+        with cheaper_envelopes() if patched else contextlib.nullcontext():
+            if profile is not None:
+                profile.enable()
+            try:
+                run = asyncio.run(drive_host(host, setup, ops, inflight, seconds))
+            finally:
+                if profile is not None:
+                    profile.disable()
+        run.state_hash = host.exchange.state_hash()
+        return run
+    finally:
+        host.wal.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------- what-if
+# `--what-if` adds a row with two bench-only patches that give byte-identical output to the
+# host's `route` and `make_envelope` (checked below) but cost less: type dispatch instead of
+# isinstance against a union built per call, the event id's uuid5 formatted from the sha1
+# digest directly, and the RFC 3339 string computed once per timestamp.
+
+_MARKET_ONLY = frozenset({ev.MarketCreated, ev.MarketStatusChanged, ev.MarketSettled, ev.BookLevel})
+_ORDER = frozenset({ev.OrderAccepted, ev.OrderCancelled, ev.OrderReplaced})
+_PRIVATE_FIELDS = ("account", "maker_account", "taker_account", "client_order_id")
+
+
+def fast_route(event: Any) -> list[tuple[str, dict[str, Any]]]:
+    t = type(event)
+    payload = event.to_payload()
+    if t in _MARKET_ONLY:
+        return [(f"market:{event.symbol}", payload)]
+    if t is ev.Trade or t in _ORDER:
+        public = {k: v for k, v in payload.items() if k not in _PRIVATE_FIELDS}
+        if t is ev.Trade:
+            out = [(f"market:{event.symbol}", public), (f"agent:{event.taker_account}", payload)]
+            if event.maker_account != event.taker_account:
+                out.append((f"agent:{event.maker_account}", payload))
+            return out
+        return [(f"market:{event.symbol}", public), (f"agent:{event.account}", payload)]
+    return [(f"agent:{event.account}", payload)]
+
+
+_NS = realtime._EVENT_NAMESPACE.bytes
+
+
+def fast_uuid5(name: str) -> str:
+    h = bytearray(hashlib.sha1(_NS + name.encode()).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50
+    h[8] = (h[8] & 0x3F) | 0x80
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+_ts = lru_cache(maxsize=4096)(realtime.rfc3339_ms)
+
+
+def fast_envelope(
+    channel: str, sequence_number: int, ts_ms: int, producer: str, payload: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "channel": channel,
+        "sequence_number": sequence_number,
+        "event_id": fast_uuid5(f"{channel}#{sequence_number}"),
+        "ts": _ts(ts_ms),
+        "source_of_truth": realtime.SOURCE_OF_TRUTH,
+        "producer": producer,
+        "payload": payload,
+    }
+
+
+@contextlib.contextmanager
+def cheaper_envelopes() -> Iterator[None]:
+    saved = host_module.route, realtime.make_envelope
+    host_module.route, realtime.make_envelope = fast_route, fast_envelope
+    try:
+        yield
+    finally:
+        host_module.route, realtime.make_envelope = saved
+
+
+def check_patches_identical(setup: list[cmds.Command], ops: list[Op]) -> None:
+    ex2 = Exchange()
+    ids = [0] * len(ops)
+    for cmd in setup:
+        ex2.apply(cmd)
+    for index, op in enumerate(ops[:2000]):
+        for event in ex2.apply(to_command(op, index, ex2.next_order_id, ids)).events:
+            routed = host_module.route(event)
+            assert routed == fast_route(event)
+            for n, (channel, payload) in enumerate(routed):
+                a = realtime.make_envelope(channel, n + 1, TS_BASE_MS + index, SHARD, payload)
+                assert a == fast_envelope(channel, n + 1, TS_BASE_MS + index, SHARD, payload)
+
+
+# Where a submit's time goes: cumulative time of the host's steps (they do not nest in each other).
+BREAKDOWN = (
+    ("Exchange.apply (engine)", "engine/exchange.py", "apply"),
+    ("route() + to_payload", "orderbook_host/host.py", "route"),
+    ("RealtimeHub.sequence (envelopes)", "orderbook_host/realtime.py", "sequence"),
+    ("  of which uuid5 (event_id)", "uuid.py", "uuid5"),
+    ("  of which rfc3339_ms (ts)", "orderbook_host/realtime.py", "rfc3339_ms"),
+    ("encode_command (json)", "engine/commands.py", "encode_command"),
+    ("WriteAheadLog.append (os.write)", "orderbook_host/wal.py", "append"),
+    ("RealtimeHub.publish", "orderbook_host/realtime.py", "publish"),
+    ("OrderbookHost.submit (total)", "orderbook_host/host.py", "submit"),
+)
+
+
+def print_breakdown(profile: cProfile.Profile) -> None:
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    total_s = sum(tt for (_, _, tt, _, _) in stats.values())
+    print(f"\nwhere the event-loop thread's time goes (cProfile, {total_s:.2f} s profiled):")
+    for label, file_suffix, name in BREAKDOWN:
+        cum = sum(
+            ct
+            for (file, _, func), (_, _, _, ct, _) in stats.items()
+            if func == name and file.endswith(file_suffix)
+        )
+        print(f"  {label:<36}{cum:>8.3f} s {cum / total_s:>7.1%}")
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.host_durable", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="short rows (1 s), fewer ops")
+    parser.add_argument("--profile", action="store_true", help="cProfile the widest fsync=always row")
+    parser.add_argument("--what-if", action="store_true", help="add a row with cheaper route/envelopes")
+    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--inflight", default="1,16,64,256")
+    parser.add_argument("--dir", type=Path, default=None, help="where the WALs go (default: temp dir)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    seconds = args.seconds if args.seconds is not None else (1.0 if args.quick else 4.0)
+    widths = [int(x) for x in args.inflight.split(",")]
+    ops_n = 60_000 if args.quick else 400_000
+
+    base = Path(tempfile.mkdtemp(prefix="bench-host-durable-", dir=args.dir))
+    try:
+        setup = setup_commands()
+        ops = make_ops(ops_n, args.seed)
+        fs_p50, fs_p99, fs_max, fs_n = raw_fsync(base, min(seconds, 2.0))
+        mem_s, _ = in_memory(setup, ops)
+        mem_rate = len(ops) / mem_s
+        print(
+            f"workload: {len(ops):,} ops (65% limit, 25% cancel, 10% market), {len(SYMBOLS)} symbols, "
+            f"{ACCOUNTS_N} accounts, seed {args.seed}; dir {base}"
+        )
+        print(
+            f"disk: os.write(100 B) + fdatasync  p50 {fs_p50:.3f} ms  p99 {fs_p99:.3f} ms  "
+            f"max {fs_max:.3f} ms  ({fs_n} samples)"
+        )
+        print(f"in-memory Exchange.apply over all ops: {mem_rate:,.0f} ops/s\n")
+
+        header = (
+            f"{'path':<28}{'in flight':>10}{'ops':>10}{'ops/s':>12}{'in-mem ops/s':>14}{'ratio':>8}"
+            f"{'p50 ms':>9}{'p99 ms':>9}{'rec/fsync':>10}{'hash':>6}"
+        )
+        print(header)
+        print("-" * len(header))
+        widest = max(widths)
+        rows: list[tuple[str, FsyncPolicy, int, bool]] = [
+            ("host, fsync=always", "always", k, False) for k in widths
+        ]
+        rows.append(("host, fsync=every_n (no wait)", "every_n", widest, False))
+        if args.what_if:
+            check_patches_identical(setup, ops)
+            rows.append(("always + cheaper envelopes*", "always", widest, True))
+            rows.append(("every_n + cheaper envelopes*", "every_n", widest, True))
+        profile = cProfile.Profile() if args.profile else None
+        for label, policy, k, patched in rows:
+            use_profile = profile if (policy == "always" and k == widest and not patched) else None
+            run = run_host(base, f"{policy}-{k}", policy, setup, ops, k, seconds, use_profile, patched)
+            # the same prefix, in memory: same state, and the rate on exactly that work
+            prefix_s, ex = in_memory(setup, ops[: run.done])
+            prefix_rate = run.done / prefix_s
+            rate = run.done / run.elapsed_s
+            same = "ok" if ex.state_hash() == run.state_hash else "DIFF"
+            per_fsync = run.wal_records / run.fsyncs if run.fsyncs else float("nan")
+            print(
+                f"{label:<28}{k:>10}{run.done:>10,}{rate:>12,.0f}{prefix_rate:>14,.0f}"
+                f"{rate / prefix_rate:>8.1%}{percentile_ms(run.latencies_s, 0.5):>9.2f}"
+                f"{percentile_ms(run.latencies_s, 0.99):>9.2f}{per_fsync:>10.1f}{same:>6}"
+            )
+        print("\nratio = host ops/s / in-memory ops/s on the same prefix (target >= 50 %).")
+        print(
+            "ops include refusals (e.g. cancels of filled orders), which the host answers without "
+            "a WAL record; rec/fsync = WAL records per data fsync (group commit)."
+        )
+        if profile is not None:
+            print_breakdown(profile)
+            out = io.StringIO()
+            stats = pstats.Stats(profile, stream=out)
+            stats.sort_stats("tottime").print_stats(25)
+            print(f"\ncProfile of fsync=always, {max(widths)} in flight (event-loop thread, by own time):")
+            print(out.getvalue())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
