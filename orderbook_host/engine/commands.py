@@ -18,6 +18,8 @@ import json
 from dataclasses import MISSING, dataclass, fields
 from typing import Final
 
+from orderbook_host.engine.frozen import fast_frozen_init
+
 COMMAND_VERSION: Final = 1
 
 # Enumerations travel as short strings (readable in a WAL dump, JSON-native).
@@ -33,6 +35,7 @@ class CommandDecodeError(ValueError):
     """A WAL payload that is not a version-1 command."""
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class CreateMarket:
     """Create a market. Binary markets ignore the bounds given and use 1..99, tick 1, settle 0|100.
@@ -53,6 +56,7 @@ class CreateMarket:
     status: str = "open"
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class SetMarketStatus:
     """open <-> halted; open|halted -> closed (closing cancels every resting order)."""
@@ -62,6 +66,7 @@ class SetMarketStatus:
     ts_ms: int
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ResolveMarket:
     """Cancel what rests, pay every position at ``settlement_price``; the market is settled."""
@@ -71,6 +76,7 @@ class ResolveMarket:
     ts_ms: int
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Deposit:
     """Credit free cash; the first deposit creates the account."""
@@ -80,6 +86,7 @@ class Deposit:
     ts_ms: int
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Withdraw:
     """Debit free cash (never reserved cash); refused with ``insufficient_funds`` beyond it."""
@@ -89,6 +96,7 @@ class Withdraw:
     ts_ms: int
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class PlaceOrder:
     """Submit an order. ``price`` is the limit (limit orders) or the protection price (market
@@ -114,6 +122,7 @@ class PlaceOrder:
     stp: str = "cancel_oldest"
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class CancelOrder:
     account: str
@@ -121,6 +130,7 @@ class CancelOrder:
     ts_ms: int
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ReplaceOrder:
     """Change a resting order's open quantity and/or price.
@@ -138,6 +148,7 @@ class ReplaceOrder:
     price: int | None = None
 
 
+@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ExpireOrders:
     """Expire every GTD order with ``expire_at_ms <= now_ms`` (the engine has no clock)."""

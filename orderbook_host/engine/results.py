@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from orderbook_host.engine.events import Event, fast_frozen_init
+from orderbook_host.engine.events import Event
+from orderbook_host.engine.frozen import fast_frozen_init
 
 
 @fast_frozen_init
