@@ -157,6 +157,10 @@ def create_app(
             m.TRADES.inc(trades)
         return applied
 
+    # Reads are `async def` on purpose: they then run on the event loop thread, between
+    # commands, and see a consistent cut. A plain `def` would run in a worker thread while the
+    # loop mutates books and buffers (torn reads, "deque mutated during iteration").
+
     @app.post("/order", status_code=201, dependencies=[signed], response_model=OrderAckOut)
     async def place_order(body: OrderRequest) -> OrderAckOut:
         check_shard(body.symbol)
@@ -212,7 +216,7 @@ def create_app(
         return {"wal_seq": applied.wal_seq, **(ack.to_payload() if ack else {})}
 
     @app.get("/snapshot", dependencies=[signed], response_model=SnapshotOut, response_model_exclude_none=True)
-    def snapshot(
+    async def snapshot(
         symbol: str = Query(pattern=r"^[A-Z0-9][A-Z0-9-]{0,31}$"),
         since: int | None = Query(None, ge=0),
         depth: int = Query(50, ge=1, le=1000),
@@ -296,7 +300,7 @@ def create_app(
         return CommandOut(wal_seq=applied.wal_seq, result=host.exchange.account(account) or {})
 
     @app.get("/accounts/{account}", dependencies=[signed])
-    def get_account(account: str) -> dict[str, Any]:
+    async def get_account(account: str) -> dict[str, Any]:
         _check_account(account)
         host = get_host()
         view = host.exchange.account(account)
@@ -305,7 +309,7 @@ def create_app(
         return {**view, "open_orders": host.exchange.open_orders(account)}
 
     @app.get("/debug/state_hash", dependencies=[signed])
-    def state_hash() -> dict[str, Any]:
+    async def state_hash() -> dict[str, Any]:
         """What a recovery must reproduce: the state hash, the WAL position and channel counters.
 
         Crash tests compare it with an independent replay of the WAL; operators compare two
@@ -324,7 +328,7 @@ def create_app(
         }
 
     @app.get("/metrics", response_class=PlainTextResponse)
-    def metrics() -> PlainTextResponse:
+    async def metrics() -> PlainTextResponse:
         host = state.get("host")
         if host is not None:
             m.update_gauges(host)
