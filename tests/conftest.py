@@ -15,10 +15,17 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from psycopg import conninfo
 
 from emlib.db.embedded import EmbeddedPostgres
 from emlib.db.migrate import migrate
+
+# CI replays the same examples every run (a red build is reproducible, never flaky); local runs
+# explore new ones. No deadline: two cores shared with servers make timings noisy.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+hypothesis_settings.register_profile("dev", deadline=None, print_blob=True)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture
