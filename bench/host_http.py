@@ -1,0 +1,413 @@
+"""Orders over HTTP into a real host process: sustained throughput and open-loop accept latency.
+
+Question answered: what a client sees end to end — signed HTTP `POST /order` into
+`python -m orderbook_host` under `FSYNC_POLICY=always` — as (a) acknowledged orders/s from N
+concurrent closed-loop clients and (b) accept latency at a steady offered rate (default
+1,000 orders/s), set beside the disk's own fsync p99 (target: fsync p99 + 5 ms) and the
+seed's 200 ms bar.
+
+Open loop avoids coordinated omission: request i is due at `t0 + i / rate` and its latency is
+measured from that due time, so a stalled server (or a stalled client) shows up as latency
+instead of as fewer requests. The load generator runs in separate processes (`--clients`),
+each an httpx.AsyncClient on its own event loop. On a 2-core machine they compete with the
+server for CPU; the table reports each side's CPU use (100 % = one core busy) so a saturated
+client is visible. "lag p99" is how late the client actually sent against the timetable.
+
+Full run:  `.venv/bin/python -m bench.host_http`
+Quick run: `.venv/bin/python -m bench.host_http --quick`
+Options:   `--seconds S` (default 10; quick 3), `--concurrency 16,64`, `--rate 1000`,
+           `--clients P` load-generator processes (default 1), `--dir PATH` (DATA_DIR's parent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.host_durable import SYMBOLS, percentile_ms, raw_fsync
+from emlib.settings import Settings
+from emlib.signing_http import HmacAuth
+
+ACCOUNTS_PER_CLIENT = 50
+DEPOSIT_MINOR = 10**12
+READY_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def signing_auth() -> HmacAuth:
+    key = Settings().hmac_keys[-1]
+    return HmacAuth(key.id, key.secret)
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------- server
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    data_dir: Path
+    ready_s: float
+
+
+def start_server(
+    data_dir: Path, fsync_policy: str = "always", extra_env: dict[str, str] | None = None
+) -> Server:
+    """`python -m orderbook_host` on a free port; returns once /ready answers 200."""
+    url = f"http://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "DATA_DIR": str(data_dir),
+        "ORDERBOOK_URL": url,
+        "FSYNC_POLICY": fsync_policy,
+        "APP_ENV": "local",
+        "LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
+    }
+    started = time.perf_counter()
+    log = open(data_dir.parent / f"{data_dir.name}.log", "wb")  # noqa: SIM115 - lives with the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orderbook_host"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    deadline = started + READY_TIMEOUT_S
+    with httpx.Client(base_url=url, timeout=2.0) as client:
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"host exited with {process.returncode}; see {log.name}")
+            try:
+                if client.get("/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.perf_counter() > deadline:
+                process.kill()
+                raise RuntimeError(f"host not ready after {READY_TIMEOUT_S} s; see {log.name}")
+            time.sleep(0.02)
+    return Server(process, url, data_dir, time.perf_counter() - started)
+
+
+def stop_server(server: Server) -> None:
+    server.process.terminate()
+    try:
+        server.process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait()
+
+
+def accounts_for(client_id: int) -> list[str]:
+    return [f"load-{client_id}-{i}" for i in range(ACCOUNTS_PER_CLIENT)]
+
+
+def set_up_markets(url: str, clients: int) -> None:
+    with httpx.Client(base_url=url, auth=signing_auth(), timeout=10.0) as client:
+        for symbol in SYMBOLS:
+            response = client.post("/markets", json={"symbol": symbol, "kind": "binary"})
+            assert response.status_code in (201, 409), response.text
+        for client_id in range(clients):
+            for account in accounts_for(client_id):
+                response = client.post(f"/accounts/{account}/deposit", json={"amount_minor": DEPOSIT_MINOR})
+                assert response.status_code == 200, response.text
+
+
+# ---------------------------------------------------------------------------------- client process
+
+
+class OrderFlow:
+    """80 % limit around mid 50, 10 % market, 10 % cancel of an order this client saw resting."""
+
+    def __init__(self, client_id: int, seed: int) -> None:
+        self.rng = random.Random(seed * 1000 + client_id)
+        self.accounts = accounts_for(client_id)
+        self.resting: list[tuple[str, int]] = []
+        self.client_id = client_id
+        self.count = 0
+
+    def next_request(self) -> tuple[str, dict[str, Any]]:
+        rng = self.rng
+        roll = rng.random()
+        if roll < 0.1 and self.resting:
+            account, oid = self.resting.pop(rng.randrange(len(self.resting)))
+            return "/cancel", {"account": account, "server_order_id": oid}
+        self.count += 1
+        side = "buy" if rng.random() < 0.5 else "sell"
+        body: dict[str, Any] = {
+            "account": rng.choice(self.accounts),
+            "symbol": SYMBOLS[rng.randrange(len(SYMBOLS))],
+            "side": side,
+            "quantity": rng.randint(1, 20),
+            "client_order_id": f"b{self.client_id}-{self.count}",
+        }
+        if roll < 0.2:
+            body["type"] = "market"
+            body["time_in_force"] = "IOC"
+        else:
+            offset = rng.randint(-3, 12)
+            body["price"] = 50 - offset if side == "buy" else 50 + offset
+        return "/order", body
+
+    def note(self, path: str, body: dict[str, Any], response: httpx.Response) -> None:
+        if path == "/order" and response.status_code == 201:
+            ack = response.json()
+            if ack["status"] in ("open", "partially_filled"):
+                self.resting.append((body["account"], ack["server_order_id"]))
+                if len(self.resting) > 5000:
+                    del self.resting[:1000]
+
+
+@dataclass
+class Tally:
+    ok: int = 0
+    refused: int = 0  # 4xx with a code (e.g. order_not_open): answered, no state change
+    errors: int = 0  # transport errors and 5xx
+
+
+def classify(tally: Tally, response: httpx.Response | None) -> None:
+    if response is None or response.status_code >= 500:
+        tally.errors += 1
+    elif response.status_code >= 400:
+        tally.refused += 1
+    else:
+        tally.ok += 1
+
+
+async def closed_loop(
+    url: str, client_id: int, concurrency: int, seconds: float, seed: int
+) -> dict[str, Any]:
+    flow = OrderFlow(client_id, seed)
+    tally = Tally()
+    latencies: list[float] = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, auth=signing_auth(), limits=limits, timeout=30.0) as client:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < deadline:
+                path, body = flow.next_request()
+                t0 = time.perf_counter()
+                response: httpx.Response | None
+                try:
+                    response = await client.post(path, json=body)
+                except httpx.TransportError:
+                    response = None
+                latencies.append(time.perf_counter() - t0)
+                classify(tally, response)
+                if response is not None:
+                    flow.note(path, body, response)
+
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {"tally": vars(tally), "latencies_s": latencies, "wall_s": wall_s, "cpu_s": cpu_s, "lag_s": []}
+
+
+async def open_loop(url: str, client_id: int, rate: float, seconds: float, seed: int) -> dict[str, Any]:
+    flow = OrderFlow(client_id, seed)
+    tally = Tally()
+    latencies: list[float] = []
+    lags: list[float] = []
+    limits = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+    async with httpx.AsyncClient(base_url=url, auth=signing_auth(), limits=limits, timeout=30.0) as client:
+        # warm the connection pool so the first second does not measure TCP connects
+        await asyncio.gather(*(client.get("/health") for _ in range(32)))
+        loop = asyncio.get_running_loop()
+
+        async def send(due: float) -> None:
+            lags.append(loop.time() - due)
+            path, body = flow.next_request()
+            response: httpx.Response | None
+            try:
+                response = await client.post(path, json=body)
+            except httpx.TransportError:
+                response = None
+            latencies.append(loop.time() - due)  # from the due time: no coordinated omission
+            classify(tally, response)
+            if response is not None:
+                flow.note(path, body, response)
+
+        total = int(rate * seconds)
+        tasks: list[asyncio.Task[None]] = []
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        t0 = loop.time() + 0.05
+        for i in range(total):
+            due = t0 + i / rate
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(send(due)))
+        await asyncio.gather(*tasks)
+        cpu_s, wall_s = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {"tally": vars(tally), "latencies_s": latencies, "wall_s": wall_s, "cpu_s": cpu_s, "lag_s": lags}
+
+
+def client_main(args: argparse.Namespace) -> None:
+    if args.client == "closed":
+        result = asyncio.run(
+            closed_loop(args.url, args.client_id, args.concurrency_one, args.seconds, args.seed)
+        )
+    else:
+        result = asyncio.run(open_loop(args.url, args.client_id, args.rate_one, args.seconds, args.seed))
+    json.dump(result, sys.stdout)
+
+
+def run_clients(
+    url: str, mode: str, clients: int, seconds: float, seed: int, concurrency: int = 0, rate: float = 0.0
+) -> list[dict[str, Any]]:
+    """Start `clients` load-generator processes at once and collect their JSON results."""
+    base = [sys.executable, "-m", "bench.host_http", "--client", mode, "--url", url]
+    base += ["--seconds", str(seconds), "--seed", str(seed)]
+    procs = []
+    for client_id in range(clients):
+        share = ["--concurrency-one", str(max(1, concurrency // clients)), "--rate-one", str(rate / clients)]
+        procs.append(subprocess.Popen([*base, "--client-id", str(client_id), *share], stdout=subprocess.PIPE))
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=seconds * 10 + 120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"load generator exited with {proc.returncode}")
+        results.append(json.loads(out))
+    return results
+
+
+@dataclass
+class Summary:
+    ok: int
+    refused: int
+    errors: int
+    wall_s: float
+    latencies_s: list[float]
+    lags_s: list[float]
+    client_cpu: float  # core-seconds per second, summed over client processes
+    server_cpu: float
+
+
+def summarize(results: list[dict[str, Any]], server_cpu_s: float) -> Summary:
+    wall_s = max(r["wall_s"] for r in results)
+    return Summary(
+        ok=sum(r["tally"]["ok"] for r in results),
+        refused=sum(r["tally"]["refused"] for r in results),
+        errors=sum(r["tally"]["errors"] for r in results),
+        wall_s=wall_s,
+        latencies_s=[x for r in results for x in r["latencies_s"]],
+        lags_s=[x for r in results for x in r["lag_s"]],
+        client_cpu=sum(r["cpu_s"] for r in results) / wall_s,
+        server_cpu=server_cpu_s / wall_s,
+    )
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.host_http", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--concurrency", default="16,64")
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
+    parser.add_argument("--dir", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=11)
+    # internal: one load-generator process
+    parser.add_argument("--client", choices=("closed", "open"), help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--client-id", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--concurrency-one", type=int, default=16, help=argparse.SUPPRESS)
+    parser.add_argument("--rate-one", type=float, default=1000.0, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.client:
+        client_main(args)
+        return
+    seconds = args.seconds if args.seconds is not None else (3.0 if args.quick else 10.0)
+    widths = [int(x) for x in args.concurrency.split(",")]
+
+    base = Path(tempfile.mkdtemp(prefix="bench-host-http-", dir=args.dir))
+    server: Server | None = None
+    try:
+        data_dir = base / "data"
+        data_dir.mkdir()
+        fs_p50, fs_p99, fs_max, fs_n = raw_fsync(data_dir, 2.0)
+        server = start_server(data_dir)
+        set_up_markets(server.url, args.clients)
+        pid = server.process.pid
+        print(
+            f"host: python -m orderbook_host, FSYNC_POLICY=always, DATA_DIR={data_dir}; "
+            f"ready {server.ready_s:.2f} s after spawn (empty WAL)"
+        )
+        print(
+            f"disk: os.write(100 B) + fdatasync in DATA_DIR  p50 {fs_p50:.3f} ms  p99 {fs_p99:.3f} ms  "
+            f"max {fs_max:.3f} ms ({fs_n} samples)"
+        )
+        print(
+            f"load: {args.clients} client process(es), httpx.AsyncClient, HMAC-signed; {os.cpu_count()} "
+            "cores shared with the host\n"
+        )
+
+        header = (
+            f"{'mode':<26}{'offered':>10}{'acked/s':>10}{'refused':>9}{'errors':>8}{'p50 ms':>9}"
+            f"{'p99 ms':>9}{'max ms':>9}{'lag p99':>9}{'host CPU':>10}{'client CPU':>11}"
+        )
+        print(header)
+        print("-" * len(header))
+        rows: list[tuple[str, str, int, float]] = [("closed", f"{k} conc", k, 0.0) for k in widths]
+        rows.append(("open", f"{args.rate:,.0f}/s", 0, args.rate))
+        open_summary: Summary | None = None
+        for mode, offered, concurrency, rate in rows:
+            cpu0 = cpu_seconds(pid)
+            results = run_clients(server.url, mode, args.clients, seconds, args.seed, concurrency, rate)
+            s = summarize(results, cpu_seconds(pid) - cpu0)
+            lag = f"{percentile_ms(s.lags_s, 0.99):.1f}" if s.lags_s else "-"
+            label = "(a) closed loop" if mode == "closed" else "(b) open loop"
+            print(
+                f"{label:<26}{offered:>10}{s.ok / s.wall_s:>10,.0f}{s.refused:>9,}{s.errors:>8,}"
+                f"{percentile_ms(s.latencies_s, 0.5):>9.2f}{percentile_ms(s.latencies_s, 0.99):>9.2f}"
+                f"{max(s.latencies_s) * 1000:>9.1f}{lag:>9}{s.server_cpu:>10.0%}{s.client_cpu:>11.0%}"
+            )
+            if mode == "open":
+                open_summary = s
+        if open_summary is not None:
+            p99 = percentile_ms(open_summary.latencies_s, 0.99)
+            print(
+                f"\nopen-loop accept p99 {p99:.2f} ms vs target fsync p99 + 5 ms = {fs_p99 + 5:.2f} ms "
+                f"({'met' if p99 <= fs_p99 + 5 else 'missed'}); seed bar 200 ms "
+                f"({'met' if p99 <= 200 else 'missed'})."
+            )
+            if open_summary.client_cpu > 0.9 * args.clients:
+                print("note: a load generator was CPU-saturated; latencies include client queueing.")
+        print(
+            "acked = 2xx; refused = 4xx with a code (e.g. order_not_open on a cancel that lost a race); "
+            "CPU 100 % = one core busy."
+        )
+    finally:
+        if server is not None:
+            stop_server(server)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
