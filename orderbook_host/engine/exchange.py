@@ -651,7 +651,9 @@ class Exchange:
                 return self._reject(cmd, codes.INVALID_ORDER)
             if price is None:
                 price = m.price_max if side == BUY else m.price_min
-        if price is None or not m.valid_price(price):
+        # ``Market.valid_price`` inlined: this runs for every order.
+        pmin = m.price_min
+        if type(price) is not int or not pmin <= price <= m.price_max or (price - pmin) % m.tick_size:
             return self._reject(cmd, codes.INVALID_PRICE)
         if cmd.post_only and tif in ("IOC", "FOK"):
             return self._reject(cmd, codes.INVALID_ORDER)
@@ -692,7 +694,9 @@ class Exchange:
             a.dedup[coid] = oid
         a.cash_minor -= need
         a.reserved_minor += need
-        self._touch(a)
+        if a.stamp != self._stamp:
+            a.stamp = self._stamp
+            self._touched_accounts.append(a)
         if lock:
             pos = a.positions[m.symbol]
             pos.locked += lock
@@ -703,32 +707,49 @@ class Exchange:
                 m.symbol, a.account_id, oid, coid, cmd.side, cmd.order_type, price, qty, tif, cmd.ts_ms
             )
         )
-        fills: list[Fill] = []
-        stopped = self._match(o, m, opp, stp, cmd.ts_ms, fills)
+        # Most orders do not cross: look at the best opposite price before setting up a match.
+        best = opp.best()
+        if best is not None and (best.price <= price if side == BUY else best.price >= price):
+            fill_list: list[Fill] = []
+            stopped = self._match(o, m, opp, stp, cmd.ts_ms, fill_list)
+            fills = tuple(fill_list)
+        else:
+            stopped = False
+            fills = ()
         if o.remaining:
             if stopped or (tif != "GTC" and tif != "GTD"):
                 reason = REASON_STP if stopped else REASON_IOC_REMAINDER
                 left = o.remaining
                 self._release(o, left, m)
                 self._events.append(OrderCancelled(m.symbol, a.account_id, oid, reason, left, 0, o.filled))
-                return OrderAck(oid, coid, "cancelled", o.filled, 0, tuple(fills), None, False)
+                return OrderAck(oid, coid, "cancelled", o.filled, 0, fills, None, False)
             self._rest(o, m, a)
-            status = "partially_filled" if o.filled else "open"
-            return OrderAck(oid, coid, status, o.filled, o.remaining, tuple(fills), None, False)
+            return OrderAck(
+                oid,
+                coid,
+                "partially_filled" if o.filled else "open",
+                o.filled,
+                o.remaining,
+                fills,
+                None,
+                False,
+            )
         # Fully traded, or (STP decrement) partly traded and partly withdrawn.
         status = "filled" if o.filled == qty else "cancelled"
-        return OrderAck(oid, coid, status, o.filled, 0, tuple(fills), None, False)
+        return OrderAck(oid, coid, status, o.filled, 0, fills, None, False)
 
     def _rest(self, o: Order, m: Market, a: Account) -> None:
-        side = m.book.side(o.side)
-        level = side.level_for_insert(o.price)
+        book = m.book
+        side = o.side
+        level = (book.bids if side == BUY else book.asks).level_for_insert(o.price)
         level.orders.append(o)
         level.total += o.remaining
-        self.orders[o.oid] = o
-        a.orders[o.oid] = o
+        oid = o.oid
+        self.orders[oid] = o
+        a.orders[oid] = o
         if o.expire_at_ms:
-            heappush(self._expiry, (o.expire_at_ms, o.oid))
-        self._book_event(m, o.side, level)
+            heappush(self._expiry, (o.expire_at_ms, oid))
+        self._events.append(BookLevel(m.symbol, SIDE_NAMES[side], level.price, level.total))
 
     @staticmethod
     def _fillable(opp: Side, side: int, price: int, qty: int, account: str, stp: int) -> int:
@@ -755,8 +776,13 @@ class Exchange:
         stopped it (its remainder must then be cancelled, not rested)."""
         limit = taker.price
         is_buy = taker.side == BUY
-        opp_code = SELL if is_buy else BUY
+        opp_name = SIDE_NAMES[SELL if is_buy else BUY]
         taker_side = SIDE_NAMES[taker.side]
+        # Hot-loop locals; trade_seq and last_trade are written back once at the end.
+        stamp = self._stamp
+        touched_accounts = self._touched_accounts
+        touched_positions = self._touched_positions
+        tid = self.trade_seq
         accounts = self.accounts
         orders = self.orders
         events = self._events
@@ -828,12 +854,13 @@ class Exchange:
                 # A trade at the maker's price.
                 f = taker.remaining if taker.remaining < maker.remaining else maker.remaining
                 ma = accounts[maker.account]
-                mp = ma.position(symbol)
+                mp = ma.positions.get(symbol)
+                if mp is None:
+                    mp = ma.positions[symbol] = Position(symbol)
                 if tp is None:
                     tp = ta.position(symbol)
                     self._touch_pos(ta, tp)
-                self.trade_seq += 1
-                tid = self.trade_seq
+                tid += 1
                 maker.remaining -= f
                 maker.filled += f
                 taker.remaining -= f
@@ -865,12 +892,12 @@ class Exchange:
                     spos.short += opened
                     if spos.long > spos.locked:
                         self._net(seller, spos, smax_minor)
-                if ma.stamp != self._stamp:
-                    ma.stamp = self._stamp
-                    self._touched_accounts.append(ma)
-                if mp.stamp != self._stamp:
-                    mp.stamp = self._stamp
-                    self._touched_positions.append((ma, mp))
+                if ma.stamp != stamp:
+                    ma.stamp = stamp
+                    touched_accounts.append(ma)
+                if mp.stamp != stamp:
+                    mp.stamp = stamp
+                    touched_positions.append((ma, mp))
                 events.append(
                     Trade(
                         symbol,
@@ -888,15 +915,18 @@ class Exchange:
                     )
                 )
                 fills.append(Fill(tid, price, f, "taker"))
-                m.book.last_trade = (tid, price, f, ts_ms)
                 if not maker.remaining:
                     q.popleft()
                     del orders[maker.oid]
                     del ma.orders[maker.oid]
-            events.append(BookLevel(symbol, SIDE_NAMES[opp_code], price, level.total))
+            events.append(BookLevel(symbol, opp_name, price, level.total))
             self._drop_level_if_empty(opp, level)
             if stopped:
                 break
+        if tid != self.trade_seq:
+            self.trade_seq = tid
+            last = fills[-1]
+            m.book.last_trade = (tid, last.price, last.quantity, ts_ms)
         self._touch(ta)
         return stopped
 

@@ -33,6 +33,9 @@ def fast_frozen_init(cls: type[_T]) -> type[_T]:
             namespace[f"_default_{f.name}"] = f.default
             params.append(f"{f.name}=_default_{f.name}")
     body = "".join(f"    _set_{n}(self, {n})\n" for n in names) or "    pass\n"
-    exec(f"def __init__(self, {', '.join(params)}):\n{body}", namespace)  # noqa: S102 - fixed template
+    source = f"def __init__(self, {', '.join(params)}):\n{body}"
+    # A per-class file name keeps profiles and tracebacks telling the classes apart.
+    code = compile(source, f"<{cls.__qualname__}.__init__>", "exec")
+    exec(code, namespace)  # noqa: S102 - fixed template
     setattr(cls, "__init__", namespace["__init__"])  # noqa: B010 - replacing a method
     return cls
