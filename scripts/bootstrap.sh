@@ -30,7 +30,7 @@ stamp=".venv/.installed$extras"
 hash=$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$hash" ]; then
   echo "bootstrap: installing Python dependencies$extras"
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1
   .venv/bin/python -m pip install -q -e ".$extras" 2> >(grep -v "is ignored" >&2)
   echo "$hash" > "$stamp"
 fi
