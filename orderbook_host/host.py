@@ -261,8 +261,8 @@ class OrderbookHost:
         write to the object store runs in a worker thread. Returns the covered seq.
         """
         seq = self.applied_seq
-        if seq == self.snapshot_seq:
-            return None
+        if seq == self.snapshot_seq or self.failed is not None:
+            return None  # nothing new; or the state may hold a command the log never got
         state = self._encode_state()
         await self.wal.wait_durable_async(seq)
         if self.wal.fsync_policy != "always":
