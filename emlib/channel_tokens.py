@@ -34,7 +34,8 @@ def mint_channel_token(keyring: Keyring, agent_id: str, now_s: int, ttl_s: int =
 
 def verify_channel_token(keyring: Keyring, token: str, now_s: int) -> str | None:
     """The agent id the token grants, or None (malformed, unknown key, expired, forged)."""
-    parts = token.split(".")
+    # parse from the right: key ids may contain "." (agent ids, times and macs cannot)
+    parts = token.rsplit(".", 3)
     if len(parts) != 4 or not parts[2].isdigit() or not _AGENT.match(parts[1]):
         return None
     key_id, agent_id, exp_text, mac = parts
