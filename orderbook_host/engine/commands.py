@@ -35,7 +35,6 @@ class CommandDecodeError(ValueError):
     """A WAL payload that is not a version-1 command."""
 
 
-@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class CreateMarket:
     """Create a market. Binary markets ignore the bounds given and use 1..99, tick 1, settle 0|100.
@@ -56,7 +55,6 @@ class CreateMarket:
     status: str = "open"
 
 
-@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class SetMarketStatus:
     """open <-> halted; open|halted -> closed (closing cancels every resting order)."""
@@ -66,7 +64,6 @@ class SetMarketStatus:
     ts_ms: int
 
 
-@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ResolveMarket:
     """Cancel what rests, pay every position at ``settlement_price``; the market is settled."""
@@ -76,7 +73,6 @@ class ResolveMarket:
     ts_ms: int
 
 
-@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Deposit:
     """Credit free cash; the first deposit creates the account."""
@@ -86,7 +82,6 @@ class Deposit:
     ts_ms: int
 
 
-@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Withdraw:
     """Debit free cash (never reserved cash); refused with ``insufficient_funds`` beyond it."""
@@ -96,7 +91,6 @@ class Withdraw:
     ts_ms: int
 
 
-@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class PlaceOrder:
     """Submit an order. ``price`` is the limit (limit orders) or the protection price (market
@@ -122,7 +116,6 @@ class PlaceOrder:
     stp: str = "cancel_oldest"
 
 
-@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class CancelOrder:
     account: str
@@ -130,7 +123,6 @@ class CancelOrder:
     ts_ms: int
 
 
-@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ReplaceOrder:
     """Change a resting order's open quantity and/or price.
@@ -148,13 +140,24 @@ class ReplaceOrder:
     price: int | None = None
 
 
-@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class ExpireOrders:
     """Expire every GTD order with ``expire_at_ms <= now_ms`` (the engine has no clock)."""
 
     now_ms: int
 
+
+fast_frozen_init(
+    CreateMarket,
+    SetMarketStatus,
+    ResolveMarket,
+    Deposit,
+    Withdraw,
+    PlaceOrder,
+    CancelOrder,
+    ReplaceOrder,
+    ExpireOrders,
+)
 
 Command = (
     CreateMarket

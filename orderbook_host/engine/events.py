@@ -28,8 +28,8 @@ touched, in first-touch order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, fields
+from typing import Any
 
 from orderbook_host.engine.frozen import fast_frozen_init
 
@@ -42,21 +42,32 @@ REASON_MARKET_CLOSED = "market_closed"
 
 
 class _Event:
+    """Base of the events. ``TYPE`` is a read-only property in each class (a ``ClassVar`` with a
+    value would become a dataclass field once mypyc compiles the module)."""
+
     __slots__ = ()
-    TYPE: ClassVar[str]
+
+    @property
+    def TYPE(self) -> str:  # noqa: N802 - the public name predates the property
+        raise NotImplementedError
 
     def to_payload(self) -> dict[str, Any]:
+        cls = type(self)
+        names = _FIELD_NAMES.get(cls)
+        if names is None:
+            names = _FIELD_NAMES[cls] = tuple(f.name for f in fields(cls))  # type: ignore[arg-type]
         payload: dict[str, Any] = {"type": self.TYPE}
-        name: str
-        for name in self.__slots__:
+        for name in names:
             payload[name] = getattr(self, name)
         return payload
 
 
-@fast_frozen_init
+# Field names per event class, filled on first use (compiled classes expose no ``__slots__``).
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 @dataclass(frozen=True, slots=True)
 class MarketCreated(_Event):
-    TYPE: ClassVar[str] = "market_created"
     symbol: str
     kind: str
     tick_size: int
@@ -67,29 +78,35 @@ class MarketCreated(_Event):
     allow_short: bool
     status: str
 
+    @property
+    def TYPE(self) -> str:  # noqa: N802
+        return "market_created"
 
-@fast_frozen_init
+
 @dataclass(frozen=True, slots=True)
 class MarketStatusChanged(_Event):
-    TYPE: ClassVar[str] = "market_status"
     symbol: str
     status: str
     ts_ms: int
 
+    @property
+    def TYPE(self) -> str:  # noqa: N802
+        return "market_status"
 
-@fast_frozen_init
+
 @dataclass(frozen=True, slots=True)
 class MarketSettled(_Event):
-    TYPE: ClassVar[str] = "market_settled"
     symbol: str
     settlement_price: int
     ts_ms: int
 
+    @property
+    def TYPE(self) -> str:  # noqa: N802
+        return "market_settled"
 
-@fast_frozen_init
+
 @dataclass(frozen=True, slots=True)
 class OrderAccepted(_Event):
-    TYPE: ClassVar[str] = "order_accepted"
     symbol: str
     account: str
     server_order_id: int
@@ -101,35 +118,41 @@ class OrderAccepted(_Event):
     time_in_force: str
     ts_ms: int
 
+    @property
+    def TYPE(self) -> str:  # noqa: N802
+        return "order_accepted"
 
-@fast_frozen_init
+
 @dataclass(frozen=True, slots=True)
 class OrderRejected(_Event):
-    TYPE: ClassVar[str] = "order_rejected"
     account: str
     symbol: str
     server_order_id: int
     client_order_id: str | None
     code: str
 
+    @property
+    def TYPE(self) -> str:  # noqa: N802
+        return "order_rejected"
 
-@fast_frozen_init
+
 @dataclass(frozen=True, slots=True)
 class OrderDuplicate(_Event):
     """A ``client_order_id`` seen before for this account: no new order was made."""
 
-    TYPE: ClassVar[str] = "order_duplicate"
     account: str
     client_order_id: str
     server_order_id: int
 
+    @property
+    def TYPE(self) -> str:  # noqa: N802
+        return "order_duplicate"
 
-@fast_frozen_init
+
 @dataclass(frozen=True, slots=True)
 class Trade(_Event):
     """One execution at the maker's (resting order's) price."""
 
-    TYPE: ClassVar[str] = "trade"
     symbol: str
     trade_id: int
     price: int
@@ -143,14 +166,16 @@ class Trade(_Event):
     taker_remaining_quantity: int
     ts_ms: int
 
+    @property
+    def TYPE(self) -> str:  # noqa: N802
+        return "trade"
 
-@fast_frozen_init
+
 @dataclass(frozen=True, slots=True)
 class OrderCancelled(_Event):
     """``cancelled_quantity`` left the book; ``remaining_quantity`` > 0 only for an STP decrement
     that shrank a resting order without removing it."""
 
-    TYPE: ClassVar[str] = "order_cancelled"
     symbol: str
     account: str
     server_order_id: int
@@ -159,11 +184,13 @@ class OrderCancelled(_Event):
     remaining_quantity: int
     filled_quantity: int
 
+    @property
+    def TYPE(self) -> str:  # noqa: N802
+        return "order_cancelled"
 
-@fast_frozen_init
+
 @dataclass(frozen=True, slots=True)
 class OrderReplaced(_Event):
-    TYPE: ClassVar[str] = "order_replaced"
     symbol: str
     account: str
     server_order_id: int
@@ -172,34 +199,40 @@ class OrderReplaced(_Event):
     quantity: int
     priority_kept: bool
 
+    @property
+    def TYPE(self) -> str:  # noqa: N802
+        return "order_replaced"
 
-@fast_frozen_init
+
 @dataclass(frozen=True, slots=True)
 class BookLevel(_Event):
     """New total open quantity at one price level (0: the level is gone)."""
 
-    TYPE: ClassVar[str] = "book"
     symbol: str
     side: str
     price: int
     quantity: int
 
+    @property
+    def TYPE(self) -> str:  # noqa: N802
+        return "book"
 
-@fast_frozen_init
+
 @dataclass(frozen=True, slots=True)
 class BalanceChanged(_Event):
-    TYPE: ClassVar[str] = "balance"
     account: str
     cash_minor: int
     reserved_minor: int
 
+    @property
+    def TYPE(self) -> str:  # noqa: N802
+        return "balance"
 
-@fast_frozen_init
+
 @dataclass(frozen=True, slots=True)
 class PositionChanged(_Event):
     """``position`` = long - short; ``locked_quantity`` is long held for resting sells."""
 
-    TYPE: ClassVar[str] = "position"
     account: str
     symbol: str
     position: int
@@ -207,6 +240,25 @@ class PositionChanged(_Event):
     short_quantity: int
     locked_quantity: int
 
+    @property
+    def TYPE(self) -> str:  # noqa: N802
+        return "position"
+
+
+fast_frozen_init(
+    MarketCreated,
+    MarketStatusChanged,
+    MarketSettled,
+    OrderAccepted,
+    OrderRejected,
+    OrderDuplicate,
+    Trade,
+    OrderCancelled,
+    OrderReplaced,
+    BookLevel,
+    BalanceChanged,
+    PositionChanged,
+)
 
 Event = (
     MarketCreated

@@ -16,7 +16,6 @@ from orderbook_host.engine.events import Event
 from orderbook_host.engine.frozen import fast_frozen_init
 
 
-@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class Fill:
     trade_id: int
@@ -33,7 +32,6 @@ class Fill:
         }
 
 
-@fast_frozen_init
 @dataclass(frozen=True, slots=True)
 class OrderAck:
     server_order_id: int
@@ -56,6 +54,9 @@ class OrderAck:
             "code": self.code,
             "duplicate": self.duplicate,
         }
+
+
+fast_frozen_init(Fill, OrderAck)
 
 
 @dataclass(slots=True)
