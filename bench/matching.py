@@ -5,7 +5,12 @@ want to know where a pure-Python engine stands next to what PyPI offers. One see
 (10 symbols; ~60 % limit, 25 % cancel, 15 % market orders; prices clustered round the middle
 of 1..99 so books cross often) is generated once and fed to every engine in the same run.
 
-    .venv/bin/python -m bench.matching [--events N] [--seed S] [--profile]
+    .venv/bin/python -m bench.matching [--events N] [--seed S] [--profile] [--mypyc [DIR]]
+
+``--mypyc`` adds a row for our engine compiled with mypyc: ``scripts/build_engine.py --into``
+builds a copy of the engine (in DIR, or a temporary directory; a DIR already holding a build
+is reused) and the same workload runs in a subprocess that imports that copy, so the working
+tree stays pure Python.
 
 Peers are optional: an engine whose package does not import is listed with the reason.
 Peers do no risk checks, no self-trade prevention and no event output, and most are
@@ -19,13 +24,20 @@ import argparse
 import contextlib
 import cProfile
 import gc
+import json
 import logging
+import os
 import pstats
 import random
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import orderbook_host.engine.exchange as exchange_module
 from orderbook_host.engine import CancelOrder, CreateMarket, Deposit, Exchange, PlaceOrder
 
 # A workload event: ("L", sym, is_buy, price, qty, acct) | ("M", sym, is_buy, qty, acct) | ("C", target)
@@ -263,6 +275,38 @@ def timed(run: Callable[[list[Event]], None], events: list[Event]) -> float:
     return time.perf_counter() - t0
 
 
+def engine_build() -> str:
+    """Which build of our engine this process imported."""
+    return "mypyc" if exchange_module.__file__.endswith(".so") else "pure Python"
+
+
+def run_ours_mypyc(args: argparse.Namespace) -> tuple[float | None, str]:
+    """Our engine built with mypyc, timed in a subprocess; (events/s or None, note)."""
+    repo = Path(__file__).resolve().parent.parent
+    with contextlib.ExitStack() as stack:
+        where = Path(args.mypyc) if args.mypyc else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        if not list((where / "orderbook_host" / "engine").glob("exchange.*.so")):
+            t0 = time.perf_counter()
+            built = subprocess.run(
+                [sys.executable, str(repo / "scripts" / "build_engine.py"), "--into", str(where)],
+                capture_output=True,
+                text=True,
+            )
+            if built.returncode:
+                return None, f"build failed: {built.stderr.strip().splitlines()[-1:]}"
+            print(f"mypyc build of the engine: {time.perf_counter() - t0:.1f} s", flush=True)
+        cmd = [sys.executable, "-m", "bench.matching", "--ours-only", "--events", str(args.events)]
+        cmd += ["--seed", str(args.seed), "--repeat", str(args.repeat)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(where), str(repo)])}
+        ran = subprocess.run(cmd, cwd=where, env=env, capture_output=True, text=True)
+        if ran.returncode:
+            return None, f"run failed: {ran.stderr.strip().splitlines()[-1:]}"
+        result = json.loads(ran.stdout.strip().splitlines()[-1])
+        if result["build"] != "mypyc":
+            return None, f"subprocess imported {result['module']}, not the build"
+        return float(result["events_per_s"]), "same engine, mypyc-compiled (subprocess)"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--events", type=int, default=100_000)
@@ -271,8 +315,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile our engine and print the top entries"
     )
+    parser.add_argument(
+        "--mypyc",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="also time our engine compiled with mypyc (built into DIR or a temporary directory)",
+    )
+    parser.add_argument("--ours-only", action="store_true", help=argparse.SUPPRESS)  # for --mypyc
     args = parser.parse_args(argv)
     events = make_workload(args.seed, args.events)
+    if args.ours_only:
+        secs = min(timed(run_ours, events) for _ in range(args.repeat))
+        result = {"events_per_s": len(events) / secs, "build": engine_build()}
+        print(json.dumps({**result, "module": exchange_module.__file__}))
+        return
     counts = {k: sum(1 for e in events if e[0] == k) for k in "LCM"}
     print(
         f"workload: {len(events)} events, seed {args.seed}, {N_SYMBOLS} symbols: "
@@ -286,7 +344,11 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[tuple[str, str, float | None, str]] = []
     ours_s = min(timed(run_ours, events) for _ in range(args.repeat))
     ours_rate = len(events) / ours_s
-    rows.append(("everything-market engine", "pure Python, risk + STP + events", ours_rate, ""))
+    rows.append(("everything-market engine", f"{engine_build()}, risk + STP + events", ours_rate, ""))
+    mypyc_rate: float | None = None
+    if args.mypyc is not None:
+        mypyc_rate, note = run_ours_mypyc(args)
+        rows.append(("everything-market (mypyc)", note, mypyc_rate, "" if mypyc_rate else note))
     for name, note, factory in PEERS:
         try:
             run = factory()
@@ -299,12 +361,14 @@ def main(argv: list[str] | None = None) -> None:
             rows.append((name, note, None, f"failed: {type(e).__name__}: {e}"))
             continue
         rows.append((name, note, len(events) / secs, ""))
-    print(f"{'engine':<26} {'events/s':>12} {'ours / it':>10}  notes")
+    mypyc_col = f" {'mypyc / it':>10}" if mypyc_rate else ""
+    print(f"{'engine':<26} {'events/s':>12} {'ours / it':>10}{mypyc_col}  notes")
     for name, note, rate, err in rows:
         if rate is None:
-            print(f"{name:<26} {'-':>12} {'-':>10}  {note}; {err}")
+            print(f"{name:<26} {'-':>12} {'-':>10}{' ' * len(mypyc_col)}  {note}; {err}")
         else:
-            print(f"{name:<26} {rate:>12,.0f} {ours_rate / rate:>9.2f}x  {note}")
+            extra = f" {mypyc_rate / rate:>9.2f}x" if mypyc_rate else ""
+            print(f"{name:<26} {rate:>12,.0f} {ours_rate / rate:>9.2f}x{extra}  {note}")
 
 
 if __name__ == "__main__":
