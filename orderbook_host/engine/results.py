@@ -10,18 +10,23 @@ was made: ``server_order_id`` is then the first order's id and ``duplicate`` is 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from orderbook_host.engine.events import Event
-from orderbook_host.engine.frozen import fast_frozen_init
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Fill:
-    trade_id: int
-    price: int
-    quantity: int
-    liquidity: str  # "maker" | "taker"
+    trade_id: Final[int]
+    price: Final[int]
+    quantity: Final[int]
+    liquidity: Final[str]  # "maker" | "taker"
+
+    def __init__(self, trade_id: int, price: int, quantity: int, liquidity: str) -> None:
+        self.trade_id = trade_id
+        self.price = price
+        self.quantity = quantity
+        self.liquidity = liquidity
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -32,16 +37,36 @@ class Fill:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class OrderAck:
-    server_order_id: int
-    client_order_id: str | None
-    status: str
-    filled_quantity: int
-    remaining_quantity: int
-    fills: tuple[Fill, ...]
-    code: str | None
-    duplicate: bool
+    server_order_id: Final[int]
+    client_order_id: Final[str | None]
+    status: Final[str]
+    filled_quantity: Final[int]
+    remaining_quantity: Final[int]
+    fills: Final[tuple[Fill, ...]]
+    code: Final[str | None]
+    duplicate: Final[bool]
+
+    def __init__(
+        self,
+        server_order_id: int,
+        client_order_id: str | None,
+        status: str,
+        filled_quantity: int,
+        remaining_quantity: int,
+        fills: tuple[Fill, ...],
+        code: str | None,
+        duplicate: bool,
+    ) -> None:
+        self.server_order_id = server_order_id
+        self.client_order_id = client_order_id
+        self.status = status
+        self.filled_quantity = filled_quantity
+        self.remaining_quantity = remaining_quantity
+        self.fills = fills
+        self.code = code
+        self.duplicate = duplicate
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -56,16 +81,18 @@ class OrderAck:
         }
 
 
-fast_frozen_init(Fill, OrderAck)
-
-
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Outcome:
     """``code`` is None when the command did what it asked; otherwise a code from ``codes``."""
 
     events: list[Event]
     code: str | None
     ack: OrderAck | None
+
+    def __init__(self, events: list[Event], code: str | None, ack: OrderAck | None) -> None:
+        self.events = events
+        self.code = code
+        self.ack = ack
 
     @property
     def ok(self) -> bool:
