@@ -15,6 +15,7 @@ client is visible. "lag p99" is how late the client actually sent against the ti
 
 Full run:  `.venv/bin/python -m bench.host_http`
 Quick run: `.venv/bin/python -m bench.host_http --quick`
+Profile:   `.venv/bin/python -m bench.host_http --quick --profile-server` (host under cProfile)
 Options:   `--seconds S` (default 10; quick 3), `--concurrency 16,64`, `--rate 1000`,
            `--clients P` load-generator processes (default 1), `--dir PATH` (DATA_DIR's parent).
 """
@@ -23,16 +24,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
+import pstats
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,9 +81,15 @@ class Server:
 
 
 def start_server(
-    data_dir: Path, fsync_policy: str = "always", extra_env: dict[str, str] | None = None
+    data_dir: Path,
+    fsync_policy: str = "always",
+    extra_env: dict[str, str] | None = None,
+    profile_to: Path | None = None,
 ) -> Server:
-    """`python -m orderbook_host` on a free port; returns once /ready answers 200."""
+    """`python -m orderbook_host` on a free port; returns once /ready answers 200.
+
+    `profile_to`: run it under cProfile (event-loop thread only), stats written at shutdown.
+    """
     url = f"http://127.0.0.1:{free_port()}"
     env = {
         **os.environ,
@@ -92,8 +102,9 @@ def start_server(
     }
     started = time.perf_counter()
     log = open(data_dir.parent / f"{data_dir.name}.log", "wb")  # noqa: SIM115 - lives with the process
+    profiler = ["-m", "cProfile", "-o", str(profile_to)] if profile_to else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "orderbook_host"], env=env, stdout=log, stderr=subprocess.STDOUT
+        [sys.executable, *profiler, "-m", "orderbook_host"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
     deadline = started + READY_TIMEOUT_S
     with httpx.Client(base_url=url, timeout=2.0) as client:
@@ -112,8 +123,9 @@ def start_server(
     return Server(process, url, data_dir, time.perf_counter() - started)
 
 
-def stop_server(server: Server) -> None:
-    server.process.terminate()
+def stop_server(server: Server, sig: int = signal.SIGTERM) -> None:
+    """Graceful stop. uvicorn re-raises the signal after shutdown: SIGINT lets cProfile write."""
+    server.process.send_signal(sig)
     try:
         server.process.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -186,15 +198,23 @@ class Tally:
     ok: int = 0
     refused: int = 0  # 4xx with a code (e.g. order_not_open): answered, no state change
     errors: int = 0  # transport errors and 5xx
+    codes: dict[str, int] = field(default_factory=dict)  # problem code (or status) -> count
 
 
 def classify(tally: Tally, response: httpx.Response | None) -> None:
     if response is None or response.status_code >= 500:
         tally.errors += 1
+        key = "transport_error" if response is None else str(response.status_code)
     elif response.status_code >= 400:
         tally.refused += 1
+        try:
+            key = str(response.json().get("code", response.status_code))
+        except ValueError:
+            key = str(response.status_code)
     else:
         tally.ok += 1
+        return
+    tally.codes[key] = tally.codes.get(key, 0) + 1
 
 
 async def closed_loop(
@@ -305,10 +325,15 @@ class Summary:
     lags_s: list[float]
     client_cpu: float  # core-seconds per second, summed over client processes
     server_cpu: float
+    codes: dict[str, int]
 
 
 def summarize(results: list[dict[str, Any]], server_cpu_s: float) -> Summary:
     wall_s = max(r["wall_s"] for r in results)
+    merged: dict[str, int] = {}
+    for r in results:
+        for code, count in r["tally"]["codes"].items():
+            merged[code] = merged.get(code, 0) + count
     return Summary(
         ok=sum(r["tally"]["ok"] for r in results),
         refused=sum(r["tally"]["refused"] for r in results),
@@ -318,6 +343,7 @@ def summarize(results: list[dict[str, Any]], server_cpu_s: float) -> Summary:
         lags_s=[x for r in results for x in r["lag_s"]],
         client_cpu=sum(r["cpu_s"] for r in results) / wall_s,
         server_cpu=server_cpu_s / wall_s,
+        codes=merged,
     )
 
 
@@ -333,6 +359,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--profile-server", action="store_true", help="run the host under cProfile")
     # internal: one load-generator process
     parser.add_argument("--client", choices=("closed", "open"), help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
@@ -352,7 +379,8 @@ def main(argv: list[str] | None = None) -> None:
         data_dir = base / "data"
         data_dir.mkdir()
         fs_p50, fs_p99, fs_max, fs_n = raw_fsync(data_dir, 2.0)
-        server = start_server(data_dir)
+        profile_path = base / "host.prof" if args.profile_server else None
+        server = start_server(data_dir, profile_to=profile_path)
         set_up_markets(server.url, args.clients)
         pid = server.process.pid
         print(
@@ -369,25 +397,31 @@ def main(argv: list[str] | None = None) -> None:
         )
 
         header = (
-            f"{'mode':<26}{'offered':>10}{'acked/s':>10}{'refused':>9}{'errors':>8}{'p50 ms':>9}"
-            f"{'p99 ms':>9}{'max ms':>9}{'lag p99':>9}{'host CPU':>10}{'client CPU':>11}"
+            f"{'mode':<17}{'offered':>9}{'acked/s':>9}{'refused':>8}{'errors':>7}{'p50 ms':>10}"
+            f"{'p99 ms':>10}{'max ms':>10}{'lag p99':>9}{'host CPU':>9}{'ms/req':>7}"
+            f"{'client CPU':>11}{'ms/req':>7}"
         )
         print(header)
         print("-" * len(header))
         rows: list[tuple[str, str, int, float]] = [("closed", f"{k} conc", k, 0.0) for k in widths]
         rows.append(("open", f"{args.rate:,.0f}/s", 0, args.rate))
         open_summary: Summary | None = None
+        codes_seen: list[tuple[str, str, dict[str, int]]] = []
         for mode, offered, concurrency, rate in rows:
             cpu0 = cpu_seconds(pid)
             results = run_clients(server.url, mode, args.clients, seconds, args.seed, concurrency, rate)
             s = summarize(results, cpu_seconds(pid) - cpu0)
             lag = f"{percentile_ms(s.lags_s, 0.99):.1f}" if s.lags_s else "-"
             label = "(a) closed loop" if mode == "closed" else "(b) open loop"
+            answered = max(1, s.ok + s.refused)
             print(
-                f"{label:<26}{offered:>10}{s.ok / s.wall_s:>10,.0f}{s.refused:>9,}{s.errors:>8,}"
-                f"{percentile_ms(s.latencies_s, 0.5):>9.2f}{percentile_ms(s.latencies_s, 0.99):>9.2f}"
-                f"{max(s.latencies_s) * 1000:>9.1f}{lag:>9}{s.server_cpu:>10.0%}{s.client_cpu:>11.0%}"
+                f"{label:<17}{offered:>9}{s.ok / s.wall_s:>9,.0f}{s.refused:>8,}{s.errors:>7,}"
+                f"{percentile_ms(s.latencies_s, 0.5):>10.1f}{percentile_ms(s.latencies_s, 0.99):>10.1f}"
+                f"{max(s.latencies_s) * 1000:>10.1f}{lag:>9}{s.server_cpu:>9.0%}"
+                f"{s.server_cpu * s.wall_s / answered * 1000:>7.2f}{s.client_cpu:>11.0%}"
+                f"{s.client_cpu * s.wall_s / answered * 1000:>7.2f}"
             )
+            codes_seen.append((label, offered, s.codes))
             if mode == "open":
                 open_summary = s
         if open_summary is not None:
@@ -399,10 +433,20 @@ def main(argv: list[str] | None = None) -> None:
             )
             if open_summary.client_cpu > 0.9 * args.clients:
                 print("note: a load generator was CPU-saturated; latencies include client queueing.")
+        for label, offered, codes in codes_seen:
+            if codes:
+                print(f"{label} {offered}: refused/errors by code: {dict(sorted(codes.items()))}")
         print(
-            "acked = 2xx; refused = 4xx with a code (e.g. order_not_open on a cancel that lost a race); "
-            "CPU 100 % = one core busy."
+            "acked = 2xx; refused = 4xx with a code (e.g. order_not_open: a cancel that lost a race "
+            "with a fill); CPU 100 % = one core busy; ms/req = CPU per answered request."
         )
+        if profile_path is not None:
+            stop_server(server, signal.SIGINT)
+            server = None
+            out = io.StringIO()
+            pstats.Stats(str(profile_path), stream=out).sort_stats("tottime").print_stats(30)
+            print("\ncProfile of the host's event-loop thread over all rows (by own time):")
+            print(out.getvalue())
     finally:
         if server is not None:
             stop_server(server)
