@@ -32,7 +32,7 @@ ROOT = REPO  # where the build happens: the checkout, or a copy made by ``--into
 ENGINE = Path("orderbook_host") / "engine"
 # Every engine module but the package ``__init__`` (it only re-exports). ``group_name`` keeps
 # mypyc's shared runtime library inside the package instead of the repository root.
-MODULES = ["book", "codes", "commands", "events", "exchange", "frozen", "results"]
+MODULES = ["book", "codes", "commands", "events", "exchange", "results"]
 GROUP_NAME = "orderbook_host.engine.native"
 
 

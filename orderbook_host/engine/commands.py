@@ -1,4 +1,4 @@
-"""Commands: everything the engine needs from outside, frozen, plus their WAL encoding.
+"""Commands: everything the engine needs from outside, read-only, plus their WAL encoding.
 
 A command carries every value that the outside world decides (server order ids, timestamps,
 expiry instants), so applying the same commands in the same order always gives the same state.
@@ -15,10 +15,8 @@ trading outcome).
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Final
-
-from orderbook_host.engine.frozen import fast_frozen_init
 
 COMMAND_VERSION: Final = 1
 
@@ -31,11 +29,14 @@ MARKET_KINDS: Final = ("binary", "scalar")
 SETTABLE_STATUSES: Final = ("open", "halted", "closed")
 
 
+# Written like the events (read-only ``Final`` fields, a plain ``__init__``); see events.py.
+
+
 class CommandDecodeError(ValueError):
     """A WAL payload that is not a version-1 command."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class CreateMarket:
     """Create a market. Binary markets ignore the bounds given and use 1..99, tick 1, settle 0|100.
 
@@ -44,54 +45,96 @@ class CreateMarket:
     price unit on one contract (binary default 1: a contract settles at 100 minor units).
     """
 
-    symbol: str
-    kind: str
-    ts_ms: int
-    tick_size: int = 1
-    price_min: int = 1
-    price_max: int = 99
-    multiplier_minor: int = 1
-    allow_short: bool = True
-    status: str = "open"
+    symbol: Final[str]
+    kind: Final[str]
+    ts_ms: Final[int]
+    tick_size: Final[int]
+    price_min: Final[int]
+    price_max: Final[int]
+    multiplier_minor: Final[int]
+    allow_short: Final[bool]
+    status: Final[str]
+
+    def __init__(
+        self,
+        symbol: str,
+        kind: str,
+        ts_ms: int,
+        tick_size: int = 1,
+        price_min: int = 1,
+        price_max: int = 99,
+        multiplier_minor: int = 1,
+        allow_short: bool = True,
+        status: str = "open",
+    ) -> None:
+        self.symbol = symbol
+        self.kind = kind
+        self.ts_ms = ts_ms
+        self.tick_size = tick_size
+        self.price_min = price_min
+        self.price_max = price_max
+        self.multiplier_minor = multiplier_minor
+        self.allow_short = allow_short
+        self.status = status
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class SetMarketStatus:
     """open <-> halted; open|halted -> closed (closing cancels every resting order)."""
 
-    symbol: str
-    status: str
-    ts_ms: int
+    symbol: Final[str]
+    status: Final[str]
+    ts_ms: Final[int]
+
+    def __init__(self, symbol: str, status: str, ts_ms: int) -> None:
+        self.symbol = symbol
+        self.status = status
+        self.ts_ms = ts_ms
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class ResolveMarket:
     """Cancel what rests, pay every position at ``settlement_price``; the market is settled."""
 
-    symbol: str
-    settlement_price: int
-    ts_ms: int
+    symbol: Final[str]
+    settlement_price: Final[int]
+    ts_ms: Final[int]
+
+    def __init__(self, symbol: str, settlement_price: int, ts_ms: int) -> None:
+        self.symbol = symbol
+        self.settlement_price = settlement_price
+        self.ts_ms = ts_ms
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Deposit:
     """Credit free cash; the first deposit creates the account."""
 
-    account: str
-    amount_minor: int
-    ts_ms: int
+    account: Final[str]
+    amount_minor: Final[int]
+    ts_ms: Final[int]
+
+    def __init__(self, account: str, amount_minor: int, ts_ms: int) -> None:
+        self.account = account
+        self.amount_minor = amount_minor
+        self.ts_ms = ts_ms
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class Withdraw:
     """Debit free cash (never reserved cash); refused with ``insufficient_funds`` beyond it."""
 
-    account: str
-    amount_minor: int
-    ts_ms: int
+    account: Final[str]
+    amount_minor: Final[int]
+    ts_ms: Final[int]
+
+    def __init__(self, account: str, amount_minor: int, ts_ms: int) -> None:
+        self.account = account
+        self.amount_minor = amount_minor
+        self.ts_ms = ts_ms
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class PlaceOrder:
     """Submit an order. ``price`` is the limit (limit orders) or the protection price (market
     orders: the worst price it may trade at; default the market's max for buys, min for sells).
@@ -101,29 +144,64 @@ class PlaceOrder:
     mode applied when this order would trade against its own account's resting order.
     """
 
-    server_order_id: int
-    account: str
-    symbol: str
-    side: str
-    quantity: int
-    ts_ms: int
-    order_type: str = "limit"
-    price: int | None = None
-    time_in_force: str = "GTC"
-    post_only: bool = False
-    client_order_id: str | None = None
-    expire_at_ms: int | None = None
-    stp: str = "cancel_oldest"
+    server_order_id: Final[int]
+    account: Final[str]
+    symbol: Final[str]
+    side: Final[str]
+    quantity: Final[int]
+    ts_ms: Final[int]
+    order_type: Final[str]
+    price: Final[int | None]
+    time_in_force: Final[str]
+    post_only: Final[bool]
+    client_order_id: Final[str | None]
+    expire_at_ms: Final[int | None]
+    stp: Final[str]
+
+    def __init__(
+        self,
+        server_order_id: int,
+        account: str,
+        symbol: str,
+        side: str,
+        quantity: int,
+        ts_ms: int,
+        order_type: str = "limit",
+        price: int | None = None,
+        time_in_force: str = "GTC",
+        post_only: bool = False,
+        client_order_id: str | None = None,
+        expire_at_ms: int | None = None,
+        stp: str = "cancel_oldest",
+    ) -> None:
+        self.server_order_id = server_order_id
+        self.account = account
+        self.symbol = symbol
+        self.side = side
+        self.quantity = quantity
+        self.ts_ms = ts_ms
+        self.order_type = order_type
+        self.price = price
+        self.time_in_force = time_in_force
+        self.post_only = post_only
+        self.client_order_id = client_order_id
+        self.expire_at_ms = expire_at_ms
+        self.stp = stp
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class CancelOrder:
-    account: str
-    server_order_id: int
-    ts_ms: int
+    account: Final[str]
+    server_order_id: Final[int]
+    ts_ms: Final[int]
+
+    def __init__(self, account: str, server_order_id: int, ts_ms: int) -> None:
+        self.account = account
+        self.server_order_id = server_order_id
+        self.ts_ms = ts_ms
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class ReplaceOrder:
     """Change a resting order's open quantity and/or price.
 
@@ -133,31 +211,31 @@ class ReplaceOrder:
     the price.
     """
 
-    account: str
-    server_order_id: int
-    quantity: int
-    ts_ms: int
-    price: int | None = None
+    account: Final[str]
+    server_order_id: Final[int]
+    quantity: Final[int]
+    ts_ms: Final[int]
+    price: Final[int | None]
+
+    def __init__(
+        self, account: str, server_order_id: int, quantity: int, ts_ms: int, price: int | None = None
+    ) -> None:
+        self.account = account
+        self.server_order_id = server_order_id
+        self.quantity = quantity
+        self.ts_ms = ts_ms
+        self.price = price
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False, unsafe_hash=True)
 class ExpireOrders:
     """Expire every GTD order with ``expire_at_ms <= now_ms`` (the engine has no clock)."""
 
-    now_ms: int
+    now_ms: Final[int]
 
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = now_ms
 
-fast_frozen_init(
-    CreateMarket,
-    SetMarketStatus,
-    ResolveMarket,
-    Deposit,
-    Withdraw,
-    PlaceOrder,
-    CancelOrder,
-    ReplaceOrder,
-    ExpireOrders,
-)
 
 Command = (
     CreateMarket
@@ -184,10 +262,6 @@ _TAGS: Final[dict[type, str]] = {
 }
 _BY_TAG: Final[dict[str, type]] = {tag: cls for cls, tag in _TAGS.items()}
 _FIELD_NAMES: Final[dict[type, tuple[str, ...]]] = {cls: tuple(f.name for f in fields(cls)) for cls in _TAGS}
-_ARITY: Final[dict[str, tuple[int, int]]] = {
-    tag: (sum(1 for f in fields(cls) if f.default is MISSING), len(fields(cls)))
-    for tag, cls in _BY_TAG.items()
-}
 _ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
@@ -210,8 +284,10 @@ def decode_command(data: bytes) -> Command:
     cls = _BY_TAG.get(tag) if isinstance(tag, str) else None
     if cls is None:
         raise CommandDecodeError(f"unknown command tag {tag!r}")
-    n_required, n_all = _ARITY[tag]
-    if not n_required <= len(raw) - 2 <= n_all:
+    if len(raw) - 2 > len(_FIELD_NAMES[cls]):
         raise CommandDecodeError(f"wrong field count for {tag!r}")
-    cmd: Command = cls(*raw[2:])
+    try:
+        cmd: Command = cls(*raw[2:])
+    except TypeError as e:  # too few fields (or, in the mypyc build, a field of the wrong type)
+        raise CommandDecodeError(f"wrong fields for {tag!r}") from e
     return cmd

@@ -5,6 +5,9 @@
 cancelled | rejected, or ``duplicate`` when ``client_order_id`` was seen before and no new order
 was made: ``server_order_id`` is then the first order's id and ``duplicate`` is True),
 ``filled_quantity``, ``fills`` and ``code`` (the reject code, None otherwise).
+
+``Fill`` and ``OrderAck`` are written like the events (read-only ``Final`` fields, a plain
+``__init__``; see events.py); ``Outcome`` keeps ordinary fields.
 """
 
 from __future__ import annotations
