@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{label:<46}{seconds:>9.2f}{rate}{share}")
         print(
             f"{'OrderbookHost.recover() total':<46}{r['recover_s']:>9.2f}{n / r['recover_s']:>13,.0f}"
-            f"{'':>8}   target <= 5 s: {'met' if r['recover_s'] <= 5 else 'missed'}"
+            f"{'':>8}   -> 1,000,000 records: {r['recover_s'] * 1e6 / n:.1f} s (target <= 5 s)"
         )
 
         if not args.skip_ready:
