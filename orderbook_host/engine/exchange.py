@@ -137,9 +137,10 @@ class Market:
 class Position:
     """Long and short units of one account in one symbol; ``locked`` long units back resting sells."""
 
-    __slots__ = ("locked", "long", "short", "stamp", "symbol")
+    __slots__ = ("account_id", "locked", "long", "short", "stamp", "symbol")
 
-    def __init__(self, symbol: str) -> None:
+    def __init__(self, account_id: str, symbol: str) -> None:
+        self.account_id = account_id
         self.symbol = symbol
         self.long = 0
         self.short = 0
@@ -162,7 +163,7 @@ class Account:
     def position(self, symbol: str) -> Position:
         pos = self.positions.get(symbol)
         if pos is None:
-            pos = self.positions[symbol] = Position(symbol)
+            pos = self.positions[symbol] = Position(self.account_id, symbol)
         return pos
 
 
@@ -180,7 +181,7 @@ class Exchange:
         self._events: list[Event] = []
         self._stamp = 0
         self._touched_accounts: list[Account] = []
-        self._touched_positions: list[tuple[Account, Position]] = []
+        self._touched_positions: list[Position] = []
 
     # ------------------------------------------------------------------ public API
 
@@ -193,8 +194,8 @@ class Exchange:
         """Apply one command; return its events, a reject code (or None) and, for orders, an ack."""
         self._events = []
         self._stamp += 1
-        self._touched_accounts = []
-        self._touched_positions = []
+        self._touched_accounts.clear()
+        self._touched_positions.clear()
         t = type(cmd)
         if t is PlaceOrder:
             assert isinstance(cmd, PlaceOrder)
@@ -408,9 +409,9 @@ class Exchange:
         events = self._events
         for a in self._touched_accounts:
             events.append(BalanceChanged(a.account_id, a.cash_minor, a.reserved_minor))
-        for a, p in self._touched_positions:
+        for p in self._touched_positions:
             events.append(
-                PositionChanged(a.account_id, p.symbol, p.long - p.short, p.long, p.short, p.locked)
+                PositionChanged(p.account_id, p.symbol, p.long - p.short, p.long, p.short, p.locked)
             )
         return Outcome(events, code, ack)
 
@@ -419,10 +420,10 @@ class Exchange:
             a.stamp = self._stamp
             self._touched_accounts.append(a)
 
-    def _touch_pos(self, a: Account, p: Position) -> None:
+    def _touch_pos(self, p: Position) -> None:
         if p.stamp != self._stamp:
             p.stamp = self._stamp
-            self._touched_positions.append((a, p))
+            self._touched_positions.append(p)
 
     @staticmethod
     def _net(a: Account, p: Position, settle_max_minor: int) -> None:
@@ -457,7 +458,7 @@ class Exchange:
                 o.lock -= unlock
                 p.locked -= unlock
                 self._net(a, p, m.settle_max_minor)
-                self._touch_pos(a, p)
+                self._touch_pos(p)
         o.remaining -= units
         self._touch(a)
 
@@ -588,7 +589,7 @@ class Exchange:
                 a.cash_minor += p.long * s * mult + p.short * (m.settle_max - s) * mult
                 p.long = p.short = 0
                 self._touch(a)
-                self._touch_pos(a, p)
+                self._touch_pos(p)
         m.status = "settled"
         m.settlement_price = s
         self._events.append(MarketStatusChanged(m.symbol, m.status, cmd.ts_ms))
@@ -700,7 +701,7 @@ class Exchange:
         if lock:
             pos = a.positions[m.symbol]
             pos.locked += lock
-            self._touch_pos(a, pos)
+            self._touch_pos(pos)
         o = Order(oid, a.account_id, book, side, price, qty, lock, expire_at_ms, cmd.post_only)
         self._events.append(
             OrderAccepted(
@@ -856,10 +857,10 @@ class Exchange:
                 ma = accounts[maker.account]
                 mp = ma.positions.get(symbol)
                 if mp is None:
-                    mp = ma.positions[symbol] = Position(symbol)
+                    mp = ma.positions[symbol] = Position(ma.account_id, symbol)
                 if tp is None:
                     tp = ta.position(symbol)
-                    self._touch_pos(ta, tp)
+                    self._touch_pos(tp)
                 tid += 1
                 maker.remaining -= f
                 maker.filled += f
@@ -897,7 +898,7 @@ class Exchange:
                     touched_accounts.append(ma)
                 if mp.stamp != stamp:
                     mp.stamp = stamp
-                    touched_positions.append((ma, mp))
+                    touched_positions.append(mp)
                 events.append(
                     Trade(
                         symbol,
@@ -1025,7 +1026,7 @@ class Exchange:
             pos = a.positions[m.symbol]
             pos.locked += new_lock - old_lock
             self._net(a, pos, m.settle_max_minor)
-            self._touch_pos(a, pos)
+            self._touch_pos(pos)
         self._touch(a)
         self._events.append(OrderReplaced(m.symbol, n.account, n.oid, price, old_qty, qty, False))
         fills: list[Fill] = []
