@@ -632,10 +632,12 @@ class Exchange:
         side = _SIDE_CODES.get(cmd.side)
         stp = _STP_CODES.get(cmd.stp)
         tif = cmd.time_in_force
-        is_market = cmd.order_type == "market"
-        if side is None or stp is None or type(cmd.post_only) is not bool:
+        order_type = cmd.order_type
+        post_only = cmd.post_only
+        is_market = order_type == "market"
+        if side is None or stp is None or type(post_only) is not bool:
             return self._reject(cmd, codes.INVALID_ORDER)
-        if not is_market and cmd.order_type != "limit":
+        if not is_market and order_type != "limit":
             return self._reject(cmd, codes.INVALID_ORDER)
         if tif not in ("GTC", "IOC", "FOK", "GTD"):
             return self._reject(cmd, codes.INVALID_ORDER)
@@ -648,7 +650,7 @@ class Exchange:
                 return self._reject(cmd, codes.INVALID_ORDER)
             if tif == "GTC":
                 tif = "IOC"  # a market order never rests; GTC is only the wire default
-            if cmd.post_only:
+            if post_only:
                 return self._reject(cmd, codes.INVALID_ORDER)
             if price is None:
                 price = m.price_max if side == BUY else m.price_min
@@ -656,19 +658,19 @@ class Exchange:
         pmin = m.price_min
         if type(price) is not int or not pmin <= price <= m.price_max or (price - pmin) % m.tick_size:
             return self._reject(cmd, codes.INVALID_PRICE)
-        if cmd.post_only and tif in ("IOC", "FOK"):
+        if post_only and tif in ("IOC", "FOK"):
             return self._reject(cmd, codes.INVALID_ORDER)
         expire_at_ms = 0
+        exp = cmd.expire_at_ms
         if tif == "GTD":
-            exp = cmd.expire_at_ms
             if type(exp) is not int or exp <= cmd.ts_ms:
                 return self._reject(cmd, codes.INVALID_EXPIRY)
             expire_at_ms = exp
-        elif cmd.expire_at_ms is not None:
+        elif exp is not None:
             return self._reject(cmd, codes.INVALID_EXPIRY)
         book = m.book
         opp = book.asks if side == BUY else book.bids
-        if cmd.post_only:
+        if post_only:
             best = opp.best()
             if best is not None and (best.price <= price if side == BUY else best.price >= price):
                 return self._reject(cmd, codes.POST_ONLY_WOULD_CROSS)
@@ -702,11 +704,9 @@ class Exchange:
             pos = a.positions[m.symbol]
             pos.locked += lock
             self._touch_pos(pos)
-        o = Order(oid, a.account_id, book, side, price, qty, lock, expire_at_ms, cmd.post_only)
+        o = Order(oid, a.account_id, book, side, price, qty, lock, expire_at_ms, post_only)
         self._events.append(
-            OrderAccepted(
-                m.symbol, a.account_id, oid, coid, cmd.side, cmd.order_type, price, qty, tif, cmd.ts_ms
-            )
+            OrderAccepted(m.symbol, a.account_id, oid, coid, cmd.side, order_type, price, qty, tif, cmd.ts_ms)
         )
         # Most orders do not cross: look at the best opposite price before setting up a match.
         best = opp.best()
