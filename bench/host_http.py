@@ -85,6 +85,7 @@ def start_server(
     fsync_policy: str = "always",
     extra_env: dict[str, str] | None = None,
     profile_to: Path | None = None,
+    ready_timeout_s: float = READY_TIMEOUT_S,
 ) -> Server:
     """`python -m orderbook_host` on a free port; returns once /ready answers 200.
 
@@ -106,7 +107,7 @@ def start_server(
     process = subprocess.Popen(
         [sys.executable, *profiler, "-m", "orderbook_host"], env=env, stdout=log, stderr=subprocess.STDOUT
     )
-    deadline = started + READY_TIMEOUT_S
+    deadline = started + ready_timeout_s
     with httpx.Client(base_url=url, timeout=2.0) as client:
         while True:
             if process.poll() is not None:
@@ -118,7 +119,7 @@ def start_server(
                 pass
             if time.perf_counter() > deadline:
                 process.kill()
-                raise RuntimeError(f"host not ready after {READY_TIMEOUT_S} s; see {log.name}")
+                raise RuntimeError(f"host not ready after {ready_timeout_s} s; see {log.name}")
             time.sleep(0.02)
     return Server(process, url, data_dir, time.perf_counter() - started)
 

@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         )
 
         if not args.skip_ready:
-            server = start_server(mixed_dir)
+            server = start_server(mixed_dir, ready_timeout_s=1800)
             stop_server(server)
             print(f"\n`python -m orderbook_host` spawn -> /ready 200 on this data: {server.ready_s:.2f} s")
 
