@@ -7,6 +7,9 @@ resident memory (VmRSS) by N. Run with and without client order ids, because the
 de-duplication table (client_order_id -> server_order_id) is kept for every accepted order.
 
     .venv/bin/python -m bench.memory [--orders N] [--client-ids]
+
+For the mypyc build: ``scripts/build_engine.py --into DIR`` and run this with
+``PYTHONPATH=DIR:.`` from outside the checkout (so the copy's engine is the one imported).
 """
 
 from __future__ import annotations

@@ -28,7 +28,6 @@ import warnings
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-ROOT = REPO  # where the build happens: the checkout, or a copy made by ``--into``
 ENGINE = Path("orderbook_host") / "engine"
 # Every engine module but the package ``__init__`` (it only re-exports). ``group_name`` keeps
 # mypyc's shared runtime library inside the package instead of the repository root.
@@ -36,14 +35,14 @@ MODULES = ["book", "codes", "commands", "events", "exchange", "results"]
 GROUP_NAME = "orderbook_host.engine.native"
 
 
-def compiled_files() -> list[Path]:
-    return sorted((ROOT / ENGINE).glob("*.so"))
+def compiled_files(root: Path) -> list[Path]:
+    return sorted((root / ENGINE).glob("*.so"))
 
 
-def clean() -> None:
-    for path in compiled_files():
+def clean(root: Path) -> None:
+    for path in compiled_files(root):
         path.unlink()
-        print(f"removed {path.relative_to(ROOT)}")
+        print(f"removed {path.relative_to(root)}")
 
 
 def copy_sources(into: Path) -> None:
@@ -55,12 +54,13 @@ def copy_sources(into: Path) -> None:
         shutil.copy2(src, into / ENGINE / src.name)
 
 
-def build(opt_level: str) -> None:
+def build(root: Path, opt_level: str) -> None:
+    """Compile the engine modules under ``root`` (the checkout or a copy) next to their sources."""
     from mypyc.build import mypycify
     from setuptools import setup  # type: ignore[import-untyped]
 
-    os.chdir(ROOT)  # module names come from paths relative to the working directory
-    clean()
+    os.chdir(root)  # module names come from paths relative to the working directory
+    clean(root)
     with tempfile.TemporaryDirectory(prefix="mypyc-engine-") as tmp:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
@@ -78,18 +78,18 @@ def build(opt_level: str) -> None:
             )
         secs = time.perf_counter() - t0
     total = 0
-    for path in compiled_files():
+    for path in compiled_files(root):
         size = path.stat().st_size
         total += size
-        print(f"{size / 1024:>9,.0f} KiB  {path.relative_to(ROOT)}")
+        print(f"{size / 1024:>9,.0f} KiB  {path.relative_to(root)}")
     print(f"{total / 1024:>9,.0f} KiB  total; built in {secs:.1f} s (opt level {opt_level})")
 
 
-def check() -> None:
+def check(root: Path) -> None:
     code = "import orderbook_host.engine.exchange as m; print(m.__file__)"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(root)}
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True, check=True
     )
     where = out.stdout.strip()
     print(("compiled: " if where.endswith(".so") else "pure Python: ") + where)
@@ -103,17 +103,17 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--into", type=Path, help="copy the engine sources to this directory, build there")
     parser.add_argument("--opt-level", default="3", choices=["0", "1", "2", "3"])
     args = parser.parse_args(argv)
-    global ROOT
+    root = REPO
     if args.into is not None:
-        ROOT = args.into.resolve()
-        copy_sources(ROOT)
+        root = args.into.resolve()
+        copy_sources(root)
     if args.clean:
-        clean()
+        clean(root)
     elif args.check:
-        check()
+        check(root)
     else:
-        build(args.opt_level)
-        check()
+        build(root, args.opt_level)
+        check(root)
 
 
 if __name__ == "__main__":
