@@ -42,6 +42,12 @@ State: ``snapshot() -> bytes`` (whole state: books in priority order, accounts, 
 dedup tables, markets, counters), ``Exchange.restore(bytes)`` and ``state_hash()`` (sha256 of the
 canonical snapshot; equal states hash equal regardless of history).
 
+Speed: the modules are plain typed Python (~160k commands/s on one core in ``bench.matching``)
+and also compile unchanged with mypyc (~500k/s): ``scripts/build_engine.py`` puts ``.so`` files
+next to the sources, which Python then imports instead; ``--clean`` removes them. Commands,
+events and acks are slotted dataclasses with ``Final`` fields (mypy refuses writes; compiled,
+the fields are read-only at run time too); see ``events.py`` for why they are not frozen.
+
 Rules worth knowing: trades execute at the resting order's price; market orders are IOC/FOK
 with a protection price (default price_max for buys, price_min for sells); self-trade mode is
 the taker's (default cancel_oldest); cancels are allowed while a market is halted; a replace
