@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     # WAL segments roll at this size; retention deletes whole segments behind the snapshots.
     wal_segment_bytes: int = Field(64 * 1024 * 1024, alias="WAL_SEGMENT_BYTES", ge=4096)
     replay_buffer_size: int = Field(10_000, alias="REPLAY_BUFFER_SIZE", ge=1)
+    # Keep the whole WAL (read models rebuild from seq 1) unless pruning is asked for.
+    wal_prune: bool = Field(False, alias="WAL_PRUNE")
+    journal_size: int = Field(100_000, alias="JOURNAL_SIZE", ge=1)
 
     # playwright runner
     chromium_path: str = Field("/usr/bin/chromium", alias="CHROMIUM_PATH")

@@ -13,6 +13,7 @@ from emlib.resources import Resources
 from emlib.service import create_service_app
 from emlib.settings import Settings, get_settings
 from emlib.signing_http import require_signature, signed_caller
+from functions.orderbook_client import OrderbookClient
 
 SERVICE_NAME = "functions"
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Everything Market public API",
     )
     app.state.resources = resources
+    app.state.orderbook = OrderbookClient(settings)
     app.state.signature_check = require_signature(lambda: resources.keyring, resources.remember_nonce)
     # Service callers (HMAC) may verify the audit log now; admin sessions join in with auth.
     app.include_router(make_audit_router(resources.audit_log, guard=signed_caller))

@@ -92,7 +92,14 @@ def build_host(settings: Settings) -> OrderbookHost:
     )
     snapshots = SnapshotStore(open_blob_store(settings.object_store))
     hub = RealtimeHub(settings.orderbook_shard_id, settings.replay_buffer_size)
-    host = OrderbookHost(shard_id=settings.orderbook_shard_id, wal=wal, snapshots=snapshots, hub=hub)
+    host = OrderbookHost(
+        shard_id=settings.orderbook_shard_id,
+        wal=wal,
+        snapshots=snapshots,
+        hub=hub,
+        prune_wal=settings.wal_prune,
+        journal_size=settings.journal_size,
+    )
     host.recover()
     return host
 
@@ -326,6 +333,26 @@ def create_app(
             "replayed_records": host.replayed_records,
             "channels": host.hub.counters(),
         }
+
+    @app.get("/events", dependencies=[signed])
+    async def events(
+        after: int = Query(0, ge=0, description="the last wal_seq the caller has applied"),
+        limit: int = Query(1000, ge=1, le=10_000),
+    ) -> dict[str, Any]:
+        """Every durable command's events in WAL order, for read-model projectors.
+
+        Recent commands come from memory; older ones are re-derived from the log (410
+        `sequence_too_old` only when the log was pruned past `after`).
+        """
+        host = get_host()
+        records = host.journal_after(after, limit)
+        if records is None:
+            up_to = host.wal.durable_seq
+            records = await asyncio.to_thread(host.events_from_log, after, limit, up_to)
+            if records is None:
+                raise ProblemError(410, "sequence_too_old", f"the log no longer reaches back to {after + 1}")
+        last = records[-1]["wal_seq"] if records else after
+        return {"records": records, "last_wal_seq": last, "head_wal_seq": host.applied_seq}
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:

@@ -91,8 +91,13 @@ class OrderbookHost:
         snapshots: SnapshotStore,
         hub: RealtimeHub,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        prune_wal: bool = True,
+        journal_size: int = 100_000,
     ) -> None:
         self.shard_id = shard_id
+        self.prune_wal = prune_wal
+        # (wal_seq, ts_ms, event payloads) of recent commands, for read-model projectors
+        self.journal: deque[tuple[int, int, list[dict[str, Any]]]] = deque(maxlen=journal_size)
         self.wal = wal
         self.snapshots = snapshots
         self.hub = hub
@@ -177,6 +182,7 @@ class OrderbookHost:
     def _sequence(self, seq: int, cmd: cmds.Command, outcome: Outcome) -> list[dict[str, Any]]:
         ts_ms = _event_ts_ms(cmd)
         self.applied_seq = seq
+        self.journal.append((seq, ts_ms, [event.to_payload() for event in outcome.events]))
         return [
             self.hub.sequence(channel, ts_ms, payload)
             for event in outcome.events
@@ -274,10 +280,54 @@ class OrderbookHost:
 
     def _retain(self, seq: int) -> None:
         self.snapshots.prune(self.shard_id, keep=2)
+        if not self.prune_wal:
+            return  # the whole log stays: read models can be rebuilt from seq 1
         oldest = self.snapshots.oldest_seq(self.shard_id)
         if oldest is not None:
             # keep every record after the oldest kept snapshot, so either snapshot can recover
             self.wal.truncate_before(oldest + 1)
+
+    # ------------------------------------------------------------------ event stream
+
+    def journal_after(self, after_seq: int, limit: int) -> list[dict[str, Any]] | None:
+        """Durable commands after `after_seq` from memory, or None when memory no longer
+        reaches back that far (the caller then reads the log: `events_from_log`)."""
+        durable = self.wal.durable_seq if self.wal.fsync_policy == "always" else self.wal.last_seq
+        if after_seq >= self.applied_seq:
+            return []
+        if not self.journal or self.journal[0][0] > after_seq + 1:
+            return None
+        start = after_seq + 1 - self.journal[0][0]
+        out: list[dict[str, Any]] = []
+        for index in range(start, len(self.journal)):
+            wal_seq, ts_ms, events = self.journal[index]
+            if wal_seq > durable or len(out) >= limit:
+                break
+            out.append({"wal_seq": wal_seq, "ts_ms": ts_ms, "events": events})
+        return out
+
+    def events_from_log(self, after_seq: int, limit: int, up_to_seq: int) -> list[dict[str, Any]] | None:
+        """Re-derive events by replaying the whole WAL in a scratch engine (deterministic, so
+        the events equal the originals). None when the log no longer starts at seq 1.
+        Blocking: run it in a worker thread."""
+        if self.wal.first_seq != 1:
+            return None
+        scratch = Exchange()
+        out: list[dict[str, Any]] = []
+        for seq, payload in self.wal.replay(1):
+            if seq > up_to_seq or len(out) >= limit:
+                break
+            cmd = cmds.decode_command(payload)
+            outcome = scratch.apply(cmd)
+            if seq > after_seq:
+                out.append(
+                    {
+                        "wal_seq": seq,
+                        "ts_ms": _event_ts_ms(cmd),
+                        "events": [event.to_payload() for event in outcome.events],
+                    }
+                )
+        return out
 
     # ------------------------------------------------------------------ inspection
 

@@ -203,7 +203,9 @@ def test_snapshot_plus_tail_equals_whole_wal_after_retention(tmp_path: Path) -> 
 
 
 def test_real_host_with_small_segments_prunes_and_recovers(tmp_path: Path) -> None:
-    host = HostProcess(tmp_path / "data", snapshot_interval_s=0.2, wal_segment_bytes=4096)
+    host = HostProcess(
+        tmp_path / "data", snapshot_interval_s=0.2, wal_segment_bytes=4096, extra_env={"WAL_PRUNE": "true"}
+    )
     host.start()
     _trade(host, 120)
     # Two snapshots past the trading must exist before retention can drop the first segments

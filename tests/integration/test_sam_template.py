@@ -28,6 +28,8 @@ ORDERBOOK_ONLY = {
     "SNAPSHOT_INTERVAL_S",
     "WAL_SEGMENT_BYTES",
     "REPLAY_BUFFER_SIZE",
+    "WAL_PRUNE",
+    "JOURNAL_SIZE",
 }
 RUNNER_ONLY = {"RUNNER_CONTEXTS"}
 # Settings refuses to start in production without these (emlib.settings).
