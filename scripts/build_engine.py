@@ -10,6 +10,7 @@ sources until ``--clean`` removes it (rebuild after editing the engine, or the o
     .venv/bin/python scripts/build_engine.py --clean   # back to pure Python
     .venv/bin/python scripts/build_engine.py --check   # say which one imports; flag stale builds
     .venv/bin/python scripts/build_engine.py --into DIR  # build a copy in DIR, tree untouched
+    .venv/bin/python scripts/build_engine.py --into DIR --test  # engine tests against that copy
 
 Generated C and object files go to a temporary directory; only the ``.so`` files land in
 ``orderbook_host/engine/`` (``*.so`` is meant to be git-ignored; never commit them).
@@ -33,6 +34,21 @@ ENGINE = Path("orderbook_host") / "engine"
 # mypyc's shared runtime library inside the package instead of the repository root.
 MODULES = ["book", "codes", "commands", "events", "exchange", "results"]
 GROUP_NAME = "orderbook_host.engine.native"
+ENGINE_TESTS = ["tests/unit/test_engine_*.py", "tests/property/test_engine_properties.py"]
+# A pytest plugin written next to a copy under test: it refuses to run unless the engine that
+# imports is that copy's compiled build (a silent fall-back to the checkout would prove nothing).
+PROBE = """\
+import orderbook_host.engine.exchange as m
+
+
+def pytest_configure(config):
+    if not m.__file__.startswith({root!r}) or not m.__file__.endswith(".so"):
+        raise RuntimeError(f"engine under test is {{m.__file__}}, not the build in {root}")
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"engine under test: {{m.__file__}}")
+"""
 
 
 def compiled_files(root: Path) -> list[Path]:
@@ -101,11 +117,26 @@ def check(root: Path) -> None:
                 print(f"STALE: {so.relative_to(root)} is older than {source.name}; rebuild or --clean")
 
 
+def run_tests(root: Path) -> int:
+    """The engine's tests against the compiled copy under ``root`` (not the checkout).
+
+    ``--import-mode=append`` puts the checkout after ``PYTHONPATH`` on ``sys.path``, so the
+    copy's ``orderbook_host.engine`` wins while the tests themselves come from the checkout.
+    """
+    (root / "engine_build_probe.py").write_text(PROBE.format(root=str(root)))
+    tests = [str(p) for pattern in ENGINE_TESTS for p in sorted(REPO.glob(pattern))]
+    cmd = [sys.executable, "-m", "pytest", "-q", "--import-mode=append", "-p", "no:cacheprovider"]
+    cmd += ["-p", "engine_build_probe", "--rootdir", str(REPO), "-c", str(REPO / "pyproject.toml"), *tests]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run(cmd, cwd=root, env=env, check=False).returncode
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--clean", action="store_true", help="remove the compiled modules")
     group.add_argument("--check", action="store_true", help="print which engine modules import")
+    group.add_argument("--test", action="store_true", help="run the engine tests against the --into build")
     parser.add_argument(
         "--into",
         type=Path,
@@ -118,6 +149,10 @@ def main(argv: list[str] | None = None) -> None:
         clean(root)
     elif args.check:
         check(root)
+    elif args.test:
+        if root == REPO:
+            parser.error("--test needs --into DIR (in the checkout, plain pytest runs what is built)")
+        sys.exit(run_tests(root))
     else:
         if root != REPO:
             copy_sources(root)
