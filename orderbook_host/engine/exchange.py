@@ -608,7 +608,6 @@ class Exchange:
         oid = cmd.server_order_id
         if type(oid) is not int or oid <= self.last_order_id:
             return self._reject(cmd, codes.INVALID_ORDER_ID)
-        self.last_order_id = oid
         a = self.accounts.get(cmd.account)
         if a is None:
             return self._reject(cmd, codes.UNKNOWN_ACCOUNT)
@@ -692,7 +691,8 @@ class Exchange:
             return self._reject(cmd, codes.INSUFFICIENT_FUNDS)
         if tif == "FOK" and self._fillable(opp, side, price, qty, a.account_id, stp) < qty:
             return self._reject(cmd, codes.FOK_NOT_FILLABLE)
-        # Accepted.
+        # Accepted. Only now does the id count as used: a refusal changes no state at all.
+        self.last_order_id = oid
         if coid is not None:
             a.dedup[coid] = oid
         a.cash_minor -= need

@@ -122,34 +122,9 @@ ORDER_CASES: list[tuple[str, Any, int, str]] = [
 ]
 
 
-# Engine bug (reported): a refused PlaceOrder still advances the engine's last_order_id, which
-# is in the state hash, while the host logs nothing for a refusal; so state moves and a restart
-# does not reproduce it. Strict: once the engine is fixed these pass and the marker must go.
-_ENGINE_LAST_ORDER_ID_BUG = pytest.mark.xfail(
-    strict=True, reason="engine: a refused PlaceOrder advances last_order_id (not logged, so not replayed)"
-)
-ENGINE_REFUSAL_IDS = {
-    "price above the binary bound",
-    "price below the binary bound",
-    "price off the tick grid",
-    "price above the scalar bound",
-    "limit order without a price",
-    "unknown symbol in this shard",
-    "unknown account",
-    "cost above free cash",
-    "post-only IOC",
-    "GTD without expiry",
-}
-
-
 @pytest.mark.parametrize(
     ("name", "body", "status", "code"),
-    [
-        pytest.param(
-            *case, id=case[0], marks=[_ENGINE_LAST_ORDER_ID_BUG] if case[0] in ENGINE_REFUSAL_IDS else []
-        )
-        for case in ORDER_CASES
-    ],
+    [pytest.param(*case, id=case[0]) for case in ORDER_CASES],
 )
 def test_bad_order_is_refused_without_state_change(
     host: HostProcess, name: str, body: Any, status: int, code: str

@@ -111,3 +111,17 @@ def test_other_commands_reject_as_values() -> None:
         t.ex.apply(CreateMarket("X", "scalar", 0, tick_size=3, price_min=0, price_max=10)).code
         == codes.INVALID_MARKET
     )
+
+
+def test_a_refused_order_leaves_the_order_id_unused() -> None:
+    """A refusal changes no state: the host logs nothing for it, so a restart must agree."""
+    from orderbook_host.engine import CreateMarket, Deposit, Exchange, PlaceOrder
+
+    ex = Exchange()
+    ex.apply(CreateMarket("AAA", "binary", ts_ms=0))
+    ex.apply(Deposit("alice", 1_000, ts_ms=0))
+    before = ex.state_hash()
+    out = ex.apply(PlaceOrder(ex.next_order_id, "alice", "AAA", "buy", 1_000, ts_ms=1, price=50))
+    assert out.code == "insufficient_funds"
+    assert ex.state_hash() == before
+    assert ex.next_order_id == 1
