@@ -85,6 +85,11 @@ class OrderbookClient:
         result: dict[str, Any] = self._call("GET", f"/accounts/{account}")
         return result
 
+    def notify(self, account: str, message: dict[str, Any]) -> dict[str, Any]:
+        """Deliver `message` on the account's private channel `agent:{account}`."""
+        result: dict[str, Any] = self._call("POST", "/notify", json={"account": account, "message": message})
+        return result
+
     # markets (admin side)
     def create_market(self, market: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self._call("POST", "/markets", json=market)

@@ -41,6 +41,7 @@ from orderbook_host.schemas import (
     CommandOut,
     CreateMarketRequest,
     MarketStatusRequest,
+    NotifyRequest,
     OrderAckOut,
     OrderRequest,
     ReplaceRequest,
@@ -74,6 +75,7 @@ CODE_STATUS = {
     codes.FOK_NOT_FILLABLE: 409,
     codes.ORDER_NOT_OPEN: 409,
     codes.NOT_OWNER: 403,
+    codes.INVALID_MESSAGE: 422,
 }
 
 
@@ -305,6 +307,17 @@ def create_app(
         if applied.outcome.code is not None:
             raise refused(applied.outcome.code, account=account)
         return CommandOut(wal_seq=applied.wal_seq, result=host.exchange.account(account) or {})
+
+    @app.post("/notify", dependencies=[signed], response_model=CommandOut)
+    async def notify(body: NotifyRequest) -> CommandOut:
+        """A message on `agent:{account}` (alerts, notices), logged so sequences stay derivable."""
+        host = get_host()
+        message_json = json.dumps(body.message, separators=(",", ":"), sort_keys=True)
+        applied = await run(cmds.Notify(body.account, message_json, host.now_ms()))
+        if applied.outcome.code is not None:
+            raise refused(applied.outcome.code, account=body.account)
+        sequence = applied.channel_sequence(f"agent:{body.account}")
+        return CommandOut(wal_seq=applied.wal_seq, result={"sequence_number": sequence})
 
     @app.get("/accounts/{account}", dependencies=[signed])
     async def get_account(account: str) -> dict[str, Any]:

@@ -75,6 +75,11 @@ class ResolveRequest(Closed):
     settlement_price: Price
 
 
+class NotifyRequest(Closed):
+    account: Account
+    message: dict[str, Any] = Field(description="a JSON object delivered on agent:{account}")
+
+
 class AmountRequest(Closed):
     amount_minor: AmountMinor
 

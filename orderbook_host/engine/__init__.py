@@ -18,7 +18,7 @@ Driving it::
     out.ack             # OrderAck: server_order_id, client_order_id, status, filled_quantity, fills
     out.events          # [OrderAccepted, BookLevel, BalanceChanged, ...]; e.to_payload() -> dict
 
-Commands (``commands.py``): CreateMarket, SetMarketStatus, ResolveMarket, Deposit, Withdraw,
+Commands (``commands.py``): CreateMarket, SetMarketStatus, ResolveMarket, Deposit, Withdraw, Notify,
 PlaceOrder, CancelOrder, ReplaceOrder, ExpireOrders. ``encode_command``/``decode_command`` give
 the WAL bytes (versioned compact JSON arrays).
 
@@ -64,6 +64,7 @@ from orderbook_host.engine.commands import (
     CreateMarket,
     Deposit,
     ExpireOrders,
+    Notify,
     PlaceOrder,
     ReplaceOrder,
     ResolveMarket,
@@ -79,6 +80,7 @@ from orderbook_host.engine.events import (
     MarketCreated,
     MarketSettled,
     MarketStatusChanged,
+    Notice,
     OrderAccepted,
     OrderCancelled,
     OrderDuplicate,
@@ -109,6 +111,8 @@ __all__ = [
     "MarketCreated",
     "MarketSettled",
     "MarketStatusChanged",
+    "Notice",
+    "Notify",
     "OrderAccepted",
     "OrderAck",
     "OrderCancelled",

@@ -50,6 +50,8 @@ order_not_open [409]
     Cancel/replace of an order that is unknown, filled, cancelled or expired.
 not_owner [403]
     Cancel/replace of another account's order.
+invalid_message [422]
+    ``Notify`` whose message is not a JSON object of at most ``MESSAGE_BYTES_MAX`` bytes.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ POST_ONLY_WOULD_CROSS: Final = "post_only_would_cross"
 FOK_NOT_FILLABLE: Final = "fok_not_fillable"
 ORDER_NOT_OPEN: Final = "order_not_open"
 NOT_OWNER: Final = "not_owner"
+INVALID_MESSAGE: Final = "invalid_message"
 
 ALL_CODES: Final = (
     UNKNOWN_SYMBOL,
@@ -94,4 +97,5 @@ ALL_CODES: Final = (
     FOK_NOT_FILLABLE,
     ORDER_NOT_OPEN,
     NOT_OWNER,
+    INVALID_MESSAGE,
 )

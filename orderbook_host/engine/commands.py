@@ -237,6 +237,25 @@ class ExpireOrders:
         self.now_ms = now_ms
 
 
+@dataclass(slots=True, init=False, unsafe_hash=True)
+class Notify:
+    """Deliver a message on an account's private channel (alerts and notices from the API).
+
+    It touches no book or balance; it is a command only so that it is logged like every other
+    channel message and the channel's sequence numbers stay derivable from the WAL.
+    ``message_json`` is a JSON object, kept as text so the command stays hashable.
+    """
+
+    account: Final[str]
+    message_json: Final[str]
+    ts_ms: Final[int]
+
+    def __init__(self, account: str, message_json: str, ts_ms: int) -> None:
+        self.account = account
+        self.message_json = message_json
+        self.ts_ms = ts_ms
+
+
 Command = (
     CreateMarket
     | SetMarketStatus
@@ -247,6 +266,7 @@ Command = (
     | CancelOrder
     | ReplaceOrder
     | ExpireOrders
+    | Notify
 )
 
 _TAGS: Final[dict[type, str]] = {
@@ -259,6 +279,7 @@ _TAGS: Final[dict[type, str]] = {
     CancelOrder: "co",
     ReplaceOrder: "ro",
     ExpireOrders: "ex",
+    Notify: "nt",
 }
 _BY_TAG: Final[dict[str, type]] = {tag: cls for cls, tag in _TAGS.items()}
 _FIELD_NAMES: Final[dict[type, tuple[str, ...]]] = {cls: tuple(f.name for f in fields(cls)) for cls in _TAGS}

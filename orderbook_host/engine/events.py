@@ -29,6 +29,7 @@ touched, in first-touch order.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
@@ -414,6 +415,25 @@ class PositionChanged(_Event):
         return "position"
 
 
+@dataclass(slots=True, init=False, unsafe_hash=True)
+class Notice(_Event):
+    """A message for one account's private channel (``Notify``)."""
+
+    account: Final[str]
+    message_json: Final[str]
+
+    def __init__(self, account: str, message_json: str) -> None:
+        self.account = account
+        self.message_json = message_json
+
+    @property
+    def TYPE(self) -> str:  # noqa: N802
+        return "notice"
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"type": "notice", "account": self.account, "message": json.loads(self.message_json)}
+
+
 Event = (
     MarketCreated
     | MarketStatusChanged
@@ -427,4 +447,5 @@ Event = (
     | BookLevel
     | BalanceChanged
     | PositionChanged
+    | Notice
 )

@@ -39,6 +39,7 @@ from orderbook_host.engine.commands import (
     CreateMarket,
     Deposit,
     ExpireOrders,
+    Notify,
     PlaceOrder,
     ReplaceOrder,
     ResolveMarket,
@@ -57,6 +58,7 @@ from orderbook_host.engine.events import (
     MarketCreated,
     MarketSettled,
     MarketStatusChanged,
+    Notice,
     OrderAccepted,
     OrderCancelled,
     OrderDuplicate,
@@ -69,6 +71,7 @@ from orderbook_host.engine.results import Fill, OrderAck, Outcome
 
 QUANTITY_MAX: Final = 10**9
 AMOUNT_MAX_MINOR: Final = 10**15
+MESSAGE_BYTES_MAX: Final = 4096
 PRICE_ABS_MAX: Final = 10**12
 SYMBOL_RE: Final = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
 SNAPSHOT_VERSION: Final = 1
@@ -226,6 +229,9 @@ class Exchange:
         if t is ResolveMarket:
             assert isinstance(cmd, ResolveMarket)
             return self._finish(self._resolve(cmd), None)
+        if t is Notify:
+            assert isinstance(cmd, Notify)
+            return self._finish(self._notify(cmd), None)
         raise AssertionError(f"not a command: {cmd!r}")
 
     def book_levels(self, symbol: str, depth: int = 50) -> tuple[list[list[int]], list[list[int]]]:
@@ -482,6 +488,21 @@ class Exchange:
         self._events.append(BookLevel(m.symbol, SIDE_NAMES[side], level.price, level.total))
 
     # ------------------------------------------------------------------ accounts
+
+    def _notify(self, cmd: Notify) -> str | None:
+        if cmd.account not in self.accounts:
+            return codes.UNKNOWN_ACCOUNT
+        text = cmd.message_json
+        if type(text) is not str or len(text.encode()) > MESSAGE_BYTES_MAX:
+            return codes.INVALID_MESSAGE
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return codes.INVALID_MESSAGE
+        if type(message) is not dict:
+            return codes.INVALID_MESSAGE
+        self._events.append(Notice(cmd.account, text))
+        return None
 
     def _deposit(self, cmd: Deposit) -> str | None:
         if not _is_int(cmd.amount_minor) or not 0 < cmd.amount_minor <= AMOUNT_MAX_MINOR:

@@ -193,3 +193,31 @@ def test_since_older_than_the_buffer_is_410(host: HostProcess) -> None:
         assert gone.headers["content-type"].startswith("application/problem+json")
         assert gone.json()["code"] == "sequence_too_old"
         assert client.get("/snapshot", params={"symbol": SYMBOL, "since": 0}).status_code == 410
+
+
+def test_notify_reaches_only_that_agent_in_sequence(host: HostProcess) -> None:
+    with connect(host.ws_url) as ws:
+        reply = _ask(ws, {"op": "subscribe", "channels": ["agent:bob"], "token": _token("bob")})
+        assert reply["channels"] == ["agent:bob"]
+        last = reply["last_sequence"]["agent:bob"]
+        with host.client() as client:
+            response = client.post(
+                "/notify", json={"account": "bob", "message": {"kind": "alert", "price": 42}}
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["result"]["sequence_number"] == last + 1
+            for bad, code in (
+                ({"account": "nobody", "message": {}}, "unknown_account"),
+                ({"account": "bob", "message": [1]}, "validation_error"),
+                ({"account": "bob", "message": {"x": "y" * 5000}}, "invalid_message"),
+            ):
+                refused = client.post("/notify", json=bad)
+                assert refused.status_code in (404, 422) and refused.json()["code"] == code
+        envelope = json.loads(ws.recv(timeout=10))
+        assert envelope["channel"] == "agent:bob" and envelope["sequence_number"] == last + 1
+        assert envelope["payload"] == {
+            "type": "notice",
+            "account": "bob",
+            "message": {"kind": "alert", "price": 42},
+        }
+        assert _drain(ws) == []  # refused notices were never sequenced

@@ -12,6 +12,7 @@ from orderbook_host.engine import (
     Command,
     CreateMarket,
     Deposit,
+    Notify,
     Outcome,
     PlaceOrder,
     ReplaceOrder,
@@ -66,6 +67,7 @@ CASES: dict[str, Callable[[Ex], Command]] = {
     ],
     codes.ORDER_NOT_OPEN: lambda t: CancelOrder("a", 12345, 1),
     codes.NOT_OWNER: lambda t: CancelOrder("a", _with_resting(t), 1),
+    codes.INVALID_MESSAGE: lambda t: Notify("a", "[1]", 1),
 }
 
 
@@ -125,3 +127,24 @@ def test_a_refused_order_leaves_the_order_id_unused() -> None:
     assert out.code == "insufficient_funds"
     assert ex.state_hash() == before
     assert ex.next_order_id == 1
+
+
+def test_notify_delivers_a_notice_and_changes_no_state() -> None:
+    import json
+
+    from orderbook_host.engine import Deposit, Exchange, Notice, Notify, decode_command, encode_command
+
+    ex = Exchange()
+    ex.apply(Deposit("alice", 10, ts_ms=0))
+    before = ex.state_hash()
+    cmd = Notify("alice", json.dumps({"kind": "alert", "price": 42}), ts_ms=5)
+    assert decode_command(encode_command(cmd)) == cmd
+    out = ex.apply(cmd)
+    assert out.code is None and ex.state_hash() == before
+    assert [e.to_payload() for e in out.events] == [
+        {"type": "notice", "account": "alice", "message": {"kind": "alert", "price": 42}}
+    ]
+    assert isinstance(out.events[0], Notice)
+    assert ex.apply(Notify("nobody", "{}", ts_ms=5)).code == "unknown_account"
+    for bad in ("[1]", "not json", json.dumps({"x": "y" * 5000})):
+        assert ex.apply(Notify("alice", bad, ts_ms=5)).code == "invalid_message"
