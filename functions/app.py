@@ -14,6 +14,7 @@ from emlib.service import create_service_app
 from emlib.settings import Settings, get_settings
 from emlib.signing_http import require_signature, signed_caller
 from functions.orderbook_client import OrderbookClient
+from functions.routers import auth as auth_routes
 
 SERVICE_NAME = "functions"
 
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.signature_check = require_signature(lambda: resources.keyring, resources.remember_nonce)
     # Service callers (HMAC) may verify the audit log now; admin sessions join in with auth.
     app.include_router(make_audit_router(resources.audit_log, guard=signed_caller))
+    app.include_router(auth_routes.router)
     return app
 
 

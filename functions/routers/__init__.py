@@ -1,0 +1,1 @@
+"""One router module per resource; `functions.app.create_app` includes each."""
