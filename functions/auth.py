@@ -28,6 +28,17 @@ Result codes (problem+json), also in docs/specs/auth.md:
     503 jwks_unavailable    RS256 mode and the JWKS URL cannot be fetched
 
 Time comes from `AuthConfig.clock_s` (on `app.state.auth_config`), so tests can step it.
+
+Routes:
+    def place(body: OrderIn, user: EditorUser) -> ...          # editor and above
+    def act(body: AdminAction, admin: AdminUser) -> ...        # admin + X-TOTP
+    admin.user_id is the audit `actor`; admin.username is for display.
+
+Tests and demo data: `create_user(resources, name, pw, "admin", with_totp=True)` returns
+(principal, totp_secret); `TokenCodec(settings).mint(principal, now_s)` a token;
+`pyotp.TOTP(secret).at(now_s)` a code. Each code is accepted once, and codes of the
+steps either side are valid too, so a test needing more than three admin actions sets
+`app.state.auth_config = AuthConfig(clock_s=...)` and steps the clock 30 s between them.
 """
 
 from __future__ import annotations
