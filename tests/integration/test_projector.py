@@ -114,8 +114,9 @@ def test_tables_match_the_hosts_views(host: HostProcess, db_url: str) -> None:
                 ).fetchone()
                 assert row == (view["cash_minor"], view["reserved_minor"])
                 positions = conn.execute(
-                    "SELECT symbol, position, long_quantity, short_quantity, locked_quantity FROM rm_positions"
-                    " WHERE account = %s AND (long_quantity > 0 OR short_quantity > 0) ORDER BY symbol",
+                    "SELECT symbol, position, long_quantity, short_quantity, locked_quantity"
+                    " FROM rm_positions WHERE account = %s AND (long_quantity > 0 OR short_quantity > 0)"
+                    " ORDER BY symbol",
                     (account,),
                 ).fetchall()
                 assert positions == [
@@ -287,7 +288,7 @@ def test_killed_mid_stream_then_restarted_equals_a_rebuild(
     for target in (head // 4, head // 2):
         process = _spawn_projector(host, db_url, log, limit=3)
         try:
-            _wait(lambda t=target: _cursor(db_url) >= t, 60, f"cursor {target}")  # type: ignore[misc]
+            _wait(lambda t=target: _cursor(db_url) >= t, 60, f"cursor {target}")
         finally:
             process.send_signal(signal.SIGKILL)
             process.wait(10)
