@@ -262,6 +262,8 @@ def search(
             " ON t.symbol = m.symbol"
         )
         params.update(as_of=as_of_ms, w1=as_of_ms - TRENDING_WINDOW_MS, w2=as_of_ms - 2 * TRENDING_WINDOW_MS)
+        # Markets created after the first page are not part of this listing.
+        where.append("m.created_at <= to_timestamp(%(as_of)s / 1000.0)")
         extra = (
             ", coalesce(t.recent, 0) - coalesce(t.previous, 0) AS k1, coalesce(t.recent, 0) AS k2,"
             " coalesce(t.recent, 0) AS volume_24h, coalesce(t.previous, 0) AS volume_prev_24h"
