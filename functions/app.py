@@ -12,9 +12,11 @@ from emlib.audit_http import make_audit_router
 from emlib.resources import Resources
 from emlib.service import create_service_app
 from emlib.settings import Settings, get_settings
-from emlib.signing_http import require_signature, signed_caller
+from emlib.signing_http import require_signature
 from functions.orderbook_client import OrderbookClient
+from functions.routers import admin as admin_routes
 from functions.routers import auth as auth_routes
+from functions.routers import markets as markets_routes
 
 SERVICE_NAME = "functions"
 
@@ -35,9 +37,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.resources = resources
     app.state.orderbook = OrderbookClient(settings)
     app.state.signature_check = require_signature(lambda: resources.keyring, resources.remember_nonce)
-    # Service callers (HMAC) may verify the audit log now; admin sessions join in with auth.
-    app.include_router(make_audit_router(resources.audit_log, guard=signed_caller))
+    # Service callers (HMAC) or admin sessions (JWT + X-TOTP) may verify the audit log.
+    app.include_router(make_audit_router(resources.audit_log, guard=admin_routes.signed_or_admin))
     app.include_router(auth_routes.router)
+    app.include_router(markets_routes.router)
+    app.include_router(admin_routes.router)
     return app
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,7 @@ Conn = Connection[TupleRow]
 # ---------------------------------------------------------------------------- rules
 
 SYMBOL_PATTERN: Final = r"^[A-Z0-9][A-Z0-9-]{0,31}$"
+_SYMBOL_RE: Final = re.compile(SYMBOL_PATTERN)
 MARKET_TYPES: Final = ("political", "economic", "social", "technology", "finance", "culture", "sports")
 RISK_LEVELS: Final = ("low", "medium", "high")
 KINDS: Final = ("binary", "scalar")
@@ -78,6 +80,10 @@ HOST_STATUS: Final[dict[str, str]] = {
     "halted": "halted",
     "closed": "closed",
 }
+
+
+def is_symbol(text: str) -> bool:
+    return _SYMBOL_RE.fullmatch(text) is not None
 
 
 def required_approvals(market_type: str) -> int:
