@@ -17,6 +17,10 @@ from functions.orderbook_client import OrderbookClient
 from functions.routers import admin as admin_routes
 from functions.routers import auth as auth_routes
 from functions.routers import markets as markets_routes
+from functions.routers import orders as orders_routes
+from functions.routers import reads as reads_routes
+from functions.routers import search as search_routes
+from functions.routers import watchlists as watchlist_routes
 
 SERVICE_NAME = "functions"
 
@@ -40,8 +44,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Service callers (HMAC) or admin sessions (JWT + X-TOTP) may verify the audit log.
     app.include_router(make_audit_router(resources.audit_log, guard=admin_routes.signed_or_admin))
     app.include_router(auth_routes.router)
+    app.include_router(orders_routes.router)
     app.include_router(markets_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(search_routes.router)
+    app.include_router(watchlist_routes.router)
+    app.include_router(reads_routes.router)
     return app
 
 
