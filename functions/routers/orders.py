@@ -211,13 +211,17 @@ def cancel_order(
                 extra={"server_order_id": server_order_id},
             ) from None
         raise
-    row = _load(resources, caller.user_id, server_order_id)
-    with resources.pool.connection() as conn:
-        conn.execute(
-            "UPDATE api_order SET status = 'cancelled', filled_quantity = %s, updated_at = now()"
-            " WHERE server_order_id = %s AND account = %s",
-            (ack.get("filled_quantity", 0), server_order_id, caller.user_id),
-        )
+    row = None
+    try:  # the cancel stands even if recording it fails
+        row = _load(resources, caller.user_id, server_order_id)
+        with resources.pool.connection() as conn:
+            conn.execute(
+                "UPDATE api_order SET status = 'cancelled', filled_quantity = %s, updated_at = now()"
+                " WHERE server_order_id = %s AND account = %s",
+                (ack.get("filled_quantity", 0), server_order_id, caller.user_id),
+            )
+    except psycopg.Error:
+        _log.exception("could not record the cancel of order %s", server_order_id)
     base = _row_out(row) if row is not None else {}
     base.update(
         server_order_id=server_order_id,
