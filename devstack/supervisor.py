@@ -82,6 +82,13 @@ def service_specs(settings: Settings) -> list[ServiceSpec]:
             ],
             f"{fn}/ready",
         ),
+        # The read-model projector (functions/projector.py): no API of its own, only a tiny
+        # /ready that answers 200 once it has read a page from the host into PostgreSQL.
+        ServiceSpec(
+            "projector",
+            [py, "-m", "functions.projector", "run", "--health-port", str(settings.functions_port + 3)],
+            f"http://127.0.0.1:{settings.functions_port + 3}/ready",
+        ),
     ]
 
 
