@@ -42,6 +42,9 @@ DIRECTIONS: tuple[Direction, ...] = ("above", "below")
 MAX_ACTIVE_ALERTS_PER_USER = 50
 TRADE_BATCH_MAX = 1000
 DELIVERY_BATCH_MAX = 200
+# After this many failed attempts an alert stays undelivered (visible in GET /api/v1/alerts)
+# instead of being retried forever; matches the partial index in migration 0009.
+DELIVERY_ATTEMPTS_MAX = 10
 CURSOR_NAME = "alerts"
 
 _log = logging.getLogger("functions.alerts")
@@ -260,16 +263,21 @@ def deliver_pending(
         rows = conn.execute(
             "SELECT id, user_id, symbol, direction, price_ticks, trigger_price_ticks, trigger_trade_id,"
             " triggered_at FROM price_alerts WHERE triggered_at IS NOT NULL AND delivered_at IS NULL"
-            " ORDER BY triggered_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
-            (batch_max,),
+            " AND delivery_attempts < %s ORDER BY triggered_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
+            (DELIVERY_ATTEMPTS_MAX, batch_max),
         ).fetchall()
         for row in rows:
             alert = _fired(row)
             try:
                 notifier.notify(alert.user_id, alert.payload())
-            except Exception:
-                # Any failure leaves it pending for the next run.
+            except Exception as exc:
+                # Any failure leaves it pending for the next run, up to the attempt limit.
                 _log.warning("alert %s: delivery to %s failed", alert.id, alert.user_id, exc_info=True)
+                conn.execute(
+                    "UPDATE price_alerts SET delivery_attempts = delivery_attempts + 1,"
+                    " last_delivery_error = %s WHERE id = %s",
+                    (f"{type(exc).__name__}: {exc}"[:1000], alert.id),
+                )
                 failed += 1
                 continue
             conn.execute("UPDATE price_alerts SET delivered_at = now() WHERE id = %s", (alert.id,))

@@ -23,6 +23,9 @@ CREATE TABLE price_alerts (
   trigger_price_ticks bigint,
   trigger_trade_id    bigint,
   delivered_at        timestamptz,
+  -- failed delivery attempts; the outbox gives up at 10 (a limit on everything)
+  delivery_attempts   integer NOT NULL DEFAULT 0 CHECK (delivery_attempts >= 0),
+  last_delivery_error text,
   CHECK ((triggered_at IS NULL) = (trigger_price_ticks IS NULL)),
   CHECK (delivered_at IS NULL OR triggered_at IS NOT NULL)
 );
@@ -31,7 +34,7 @@ CREATE INDEX price_alerts_user ON price_alerts (user_id, created_at DESC);
 CREATE INDEX price_alerts_active ON price_alerts (symbol) WHERE triggered_at IS NULL;
 -- the delivery outbox
 CREATE INDEX price_alerts_undelivered ON price_alerts (triggered_at)
-  WHERE triggered_at IS NOT NULL AND delivered_at IS NULL;
+  WHERE triggered_at IS NOT NULL AND delivered_at IS NULL AND delivery_attempts < 10;
 
 -- Where the alert evaluator has got to in rm_trades (trade ids rise in the host's log order).
 -- Advanced in the same transaction as the alerts it fires.
