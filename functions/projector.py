@@ -616,6 +616,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--limit must be within 1..{MAX_LIMIT}")
     settings = get_settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll otherwise
     from emlib.resources import Resources
 
     database_url = Resources(settings).database_url
