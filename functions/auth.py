@@ -87,6 +87,9 @@ TOTP_INTERVAL_S = 30
 TOTP_VALID_WINDOW = 1  # one 30 s step either side, for clock drift
 TOTP_ISSUER = "Everything Market"
 TOTP_HEADER = "X-TOTP"
+# An unknown `kid` refetches the JWKS at most this often, so forged kids cannot make us
+# hammer the identity provider; a rotated key is seen within this time.
+JWKS_REFETCH_COOLDOWN_S = 30.0
 JWT_LEEWAY_S = 30  # tolerated skew for `iat` in the future (RS256 issuers' clocks)
 AUTH_RATE_CAPACITY = 10  # login/register attempts per IP...
 AUTH_RATE_PER_MIN = 10.0  # ...refilled at this rate
@@ -355,13 +358,19 @@ def create_user(
 class TokenCodec:
     """Mints (HS256 only) and verifies session tokens for one settings object."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, jwks_cooldown_s: float = JWKS_REFETCH_COOLDOWN_S) -> None:
         self.settings = settings
         self.algorithm = settings.jwt_algorithm
         self._jwks: jwt.PyJWKClient | None = None
         if self.algorithm == "RS256":
             assert settings.jwt_jwks_url, "JWT_ALGORITHM=RS256 needs JWT_JWKS_URL"
-            self._jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300, timeout=5)
+            self._jwks = jwt.PyJWKClient(
+                settings.jwt_jwks_url,
+                cache_keys=True,
+                lifespan=300,
+                timeout=5,
+                cooldown_duration=jwks_cooldown_s,
+            )
 
     @property
     def can_mint(self) -> bool:
