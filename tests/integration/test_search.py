@@ -321,26 +321,26 @@ def test_cursor_round_trip_and_refusals(api: Api) -> None:
     assert refused({"sort": "volume", "cursor": forged}) == "invalid_cursor"
 
 
-@pytest.mark.parametrize(
-    ("params", "status", "code"),
-    [
-        ({"type": "weather"}, 422, "invalid_enum"),
-        ({"risk": "extreme"}, 422, "invalid_enum"),
-        ({"sort": "random"}, 422, "invalid_enum"),
-        ({"status": "requested"}, 422, "invalid_enum"),
-        ({"kind": "ternary"}, 422, "invalid_enum"),
-        ({"limit": 0}, 422, "validation_error"),
-        ({"limit": 101}, 422, "validation_error"),
-        ({"limit": "ten"}, 422, "validation_error"),
-        ({"q": "x" * 201}, 422, "validation_error"),
-        ({"sort": "relevance"}, 422, "query_required"),
-        ({"region": "r" * 65}, 422, "validation_error"),
-    ],
-)
-def test_bad_parameters_are_4xx_with_a_code(api: Api, params: dict[str, Any], status: int, code: str) -> None:
-    response = api.client.get("/api/v1/search", params=params)
-    assert response.status_code == status, response.text
-    assert response.json()["code"] == code
+BAD_PARAMS: list[tuple[dict[str, Any], int, str]] = [
+    ({"type": "weather"}, 422, "invalid_enum"),
+    ({"risk": "extreme"}, 422, "invalid_enum"),
+    ({"sort": "random"}, 422, "invalid_enum"),
+    ({"status": "requested"}, 422, "invalid_enum"),
+    ({"kind": "ternary"}, 422, "invalid_enum"),
+    ({"limit": 0}, 422, "validation_error"),
+    ({"limit": 101}, 422, "validation_error"),
+    ({"limit": "ten"}, 422, "validation_error"),
+    ({"q": "x" * 201}, 422, "validation_error"),
+    ({"sort": "relevance"}, 422, "query_required"),
+    ({"region": "r" * 65}, 422, "validation_error"),
+]
+
+
+def test_bad_parameters_are_4xx_with_a_code(api: Api) -> None:
+    for params, status, code in BAD_PARAMS:
+        response = api.client.get("/api/v1/search", params=params)
+        assert response.status_code == status, (params, response.text)
+        assert response.json()["code"] == code, params
 
 
 def test_odd_text_is_not_a_server_error(api: Api) -> None:
