@@ -24,6 +24,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -98,6 +99,8 @@ class OrderbookHost:
         self.prune_wal = prune_wal
         # (wal_seq, ts_ms, event payloads) of recent commands, for read-model projectors
         self.journal: deque[tuple[int, int, list[dict[str, Any]]]] = deque(maxlen=journal_size)
+        self._log_replay: tuple[Exchange, int] = (Exchange(), 0)  # scratch engine, its WAL seq
+        self._log_replay_lock = threading.Lock()
         self.wal = wal
         self.snapshots = snapshots
         self.hub = hub
@@ -307,26 +310,30 @@ class OrderbookHost:
         return out
 
     def events_from_log(self, after_seq: int, limit: int, up_to_seq: int) -> list[dict[str, Any]] | None:
-        """Re-derive events by replaying the whole WAL in a scratch engine (deterministic, so
-        the events equal the originals). None when the log no longer starts at seq 1.
-        Blocking: run it in a worker thread."""
+        """Re-derive events by replaying the WAL in a scratch engine (deterministic, so the
+        events equal the originals). None when the log no longer starts at seq 1.
+
+        The scratch engine is kept between calls, so a projector paging forward through old
+        history costs one pass over the log, not one pass per page. Blocking: run it in a
+        worker thread.
+        """
         if self.wal.first_seq != 1:
             return None
-        scratch = Exchange()
         out: list[dict[str, Any]] = []
-        for seq, payload in self.wal.replay(1):
-            if seq > up_to_seq or len(out) >= limit:
-                break
-            cmd = cmds.decode_command(payload)
-            outcome = scratch.apply(cmd)
-            if seq > after_seq:
-                out.append(
-                    {
-                        "wal_seq": seq,
-                        "ts_ms": _event_ts_ms(cmd),
-                        "events": [event.to_payload() for event in outcome.events],
-                    }
-                )
+        with self._log_replay_lock:
+            scratch, at = self._log_replay
+            if at > after_seq:  # asked to go back: start over
+                scratch, at = Exchange(), 0
+            for seq, payload in self.wal.replay(at + 1):
+                if seq > up_to_seq or len(out) >= limit:
+                    break
+                cmd = cmds.decode_command(payload)
+                outcome = scratch.apply(cmd)
+                at = seq
+                if seq > after_seq:
+                    events = [event.to_payload() for event in outcome.events]
+                    out.append({"wal_seq": seq, "ts_ms": _event_ts_ms(cmd), "events": events})
+            self._log_replay = (scratch, at)
         return out
 
     # ------------------------------------------------------------------ inspection

@@ -54,5 +54,3 @@ def stack(db_url: str, tmp_path: Path) -> Iterator[FunctionsStack]:
     finally:
         host.stop()
 
-
-stack_fixture = stack
