@@ -1,6 +1,6 @@
 """The functions app wired to real PostgreSQL and a real orderbook host process.
 
-from tests.support.functions_stack import stack_fixture  # noqa: F401  (registers `stack`)
+from tests.support.functions_stack import stack  # noqa: F401  (the fixture is named by the attribute)
 
 def test_something(stack: FunctionsStack) -> None:
     stack.client.post("/api/v1/...")
@@ -53,4 +53,3 @@ def stack(db_url: str, tmp_path: Path) -> Iterator[FunctionsStack]:
         app.state.resources.close()
     finally:
         host.stop()
-
