@@ -134,9 +134,10 @@ def decode_cursor(cursor: str) -> tuple[datetime, str] | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         ts, symbol = raw.split("|", 1)
-        return datetime.fromisoformat(ts), symbol
+        created_at = datetime.fromisoformat(ts)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
+    return (created_at, symbol) if is_symbol(symbol) and created_at.tzinfo is not None else None
 
 
 # ---------------------------------------------------------------------------- storage

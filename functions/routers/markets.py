@@ -36,7 +36,10 @@ Symbol = Annotated[str, Field(pattern=m.SYMBOL_PATTERN)]
 _LINE = r"^[^\x00-\x1f\x7f]*$"
 _TEXT = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 Url = Annotated[
-    str, StringConstraints(max_length=2048, pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$")
+    str,
+    StringConstraints(
+        max_length=2048, pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s\x00-\x1f\x7f]*)?$"
+    ),
 ]
 GridInt = Annotated[StrictInt, Field(ge=0, le=m.PRICE_MAX)]
 

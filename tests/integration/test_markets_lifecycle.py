@@ -142,6 +142,10 @@ def market_request(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in body.items() if v is not None}
 
 
+def order(account: str, side: str) -> dict[str, Any]:
+    return {"account": account, "symbol": "US-CPI-2026-12", "side": side, "price": 60, "quantity": 10}
+
+
 def test_binary_market_full_lifecycle(stack: FunctionsStack) -> None:
     world = World(stack)
     alice = world.user("alice")
@@ -167,19 +171,30 @@ def test_binary_market_full_lifecycle(stack: FunctionsStack) -> None:
     assert detail["human_approval_audit_id"] == result["audit_event_id"]
     assert detail["risk_level"] == "low" and detail["approval"]["count"] == 1
 
-    steps = [
-        ("open_market", "open"),
-        ("halt_market", "halted"),
-        ("open_market", "open"),
-        ("close_market", "closed"),
-    ]
-    for action, status in steps:
+    def step(action: str, status: str) -> None:
         response = world.act(admin, action, "US-CPI-2026-12")
         assert response.status_code == 201, response.text
         assert response.json()["status"] == status
         host = world.host_market("US-CPI-2026-12")
         assert host is not None and host["status"] == status
         assert world.detail("US-CPI-2026-12")["status"] == status
+
+    # Halted right after approval: the host refuses orders until an admin opens the market.
+    with stack.host.client() as host_client:
+        for account in ("buyer-1", "seller-1"):
+            assert (
+                host_client.post(f"/accounts/{account}/deposit", json={"amount_minor": 10_000}).status_code
+                == 200
+            )
+        early = host_client.post("/order", json=order("buyer-1", "buy"))
+        assert early.status_code == 409 and early.json()["code"] == "market_not_open"
+    step("open_market", "open")
+    step("halt_market", "halted")
+    step("open_market", "open")
+    with stack.host.client() as host_client:
+        assert host_client.post("/order", json=order("seller-1", "sell")).status_code == 201
+        assert host_client.post("/order", json=order("buyer-1", "buy")).status_code == 201
+    step("close_market", "closed")
 
     resolved = world.act(
         admin, "resolve_market", "US-CPI-2026-12", {"settlement_price": 100}, "BLS published 3.4%"
@@ -188,6 +203,12 @@ def test_binary_market_full_lifecycle(stack: FunctionsStack) -> None:
     assert resolved.json()["status"] == "settled"
     host = world.host_market("US-CPI-2026-12")
     assert host is not None and host["status"] == "settled" and host["settlement_price"] == 100
+    # Resolution paid out through the host: the YES holder gets 100 per contract.
+    with stack.host.client() as host_client:
+        buyer = host_client.get("/accounts/buyer-1").json()
+        seller = host_client.get("/accounts/seller-1").json()
+    assert buyer["cash_minor"] == 10_000 - 10 * 60 + 10 * 100 and buyer["positions"] == {}
+    assert seller["cash_minor"] + buyer["cash_minor"] == 20_000
 
     detail = world.detail("US-CPI-2026-12")
     assert detail["status"] == "settled" and detail["settlement_price"] == 100
