@@ -73,6 +73,12 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(10 * 1024 * 1024, alias="MAX_BODY_BYTES", ge=1024)
 
+    # token buckets on order entry (functions/rate_limit.py): burst size and refill rate
+    rate_limit_order_account_burst: int = Field(20, alias="RATE_LIMIT_ORDER_ACCOUNT_BURST", ge=1)
+    rate_limit_order_account_per_s: float = Field(10.0, alias="RATE_LIMIT_ORDER_ACCOUNT_PER_S", gt=0)
+    rate_limit_order_ip_burst: int = Field(60, alias="RATE_LIMIT_ORDER_IP_BURST", ge=1)
+    rate_limit_order_ip_per_s: float = Field(30.0, alias="RATE_LIMIT_ORDER_IP_PER_S", gt=0)
+
     # orderbook host
     orderbook_shard_id: str = Field("orderbook-host-1", alias="ORDERBOOK_SHARD_ID")
     orderbook_symbols: str = Field("*", alias="ORDERBOOK_SYMBOLS")  # comma list, or * for all
