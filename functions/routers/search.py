@@ -12,7 +12,8 @@ skipped, and bad input must be a 4xx with a code, never a 500 (docs/specs/search
 - Pagination is keyset, not offset: the opaque cursor carries the last item's sort key and
   symbol, so a market inserted meanwhile cannot shift later pages. The cursor also pins the
   request's filters (a fingerprint) and, for `trending`, the instant the first page was computed:
-  windows are fixed at that instant, so trades arriving meanwhile cannot reorder later pages.
+  windows end at that instant and later markets are left out, so trades and markets arriving
+  meanwhile cannot reorder or pad later pages.
   `volume` is read live, so a market that trades between two pages may move across them.
 """
 

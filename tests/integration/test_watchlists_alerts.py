@@ -242,3 +242,24 @@ def test_alert_delivered_on_the_agent_channel_through_a_real_host(stack: Functio
     assert notice["message"]["trade_price"] == 62
     triggered_at = datetime.fromisoformat(notice["message"]["triggered_at"].replace("Z", "+00:00"))
     assert triggered_at.tzinfo == UTC
+
+
+def test_command_line_run_once(
+    api: Api, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from emlib.settings import get_settings
+
+    add_market(api.resources, "CPI-1", "CPI above 3")
+    add_trade(api.resources, "CPI-1", 50, 1, now_ms())
+    monkeypatch.setenv("APP_ENV", "test")
+    monkeypatch.setenv("DATABASE_URL", api.settings.database_url)
+    monkeypatch.setenv("ORDERBOOK_URL", "http://127.0.0.1:9")  # nothing fires, so nothing is sent
+    get_settings.cache_clear()
+    try:
+        assert alerts.main(["run-once"]) == 0
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr().out
+    assert '"trades": 1' in out and '"fired": 0' in out
+    with pytest.raises(SystemExit):
+        alerts.main(["bogus"])
