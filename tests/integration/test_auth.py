@@ -30,12 +30,7 @@ from functions import auth
 from functions.app import create_app
 from functions.auth import AdminUser, AuthConfig, CurrentUser, EditorUser, OptionalUser, Principal
 from functions.orderbook_client import OrderbookClient
-from tests.support import functions_stack
-from tests.support.functions_stack import FunctionsStack
-
-# the functions app with a real orderbook host process (pytest 9 registers an imported
-# fixture under the name it is bound to here)
-real_stack = functions_stack.stack
+from tests.support.functions_stack import FunctionsStack, stack  # noqa: F401
 
 T0_S = 1_800_000_000.0
 PASSWORD = "password-123"
@@ -612,8 +607,8 @@ def test_create_admin_cli(env: Env) -> None:
     assert again.returncode == 1 and "taken" in again.stderr
 
 
-def test_registration_funds_a_real_host(real_stack: FunctionsStack) -> None:
-    client = real_stack.client
+def test_registration_funds_a_real_host(stack: FunctionsStack) -> None:  # noqa: F811 - the fixture
+    client = stack.client
     response = client.post("/api/v1/auth/register", json={"username": "alice", "password": PASSWORD})
     assert response.status_code == 201, response.text
     user_id = response.json()["user_id"]
@@ -631,3 +626,33 @@ def test_principal_is_frozen() -> None:
     p = Principal("u-" + "a" * 32, "alice", "editor")
     with pytest.raises(AttributeError):
         p.role = "admin"  # type: ignore[misc]
+
+
+def test_concurrent_registrations_of_one_name(env: Env) -> None:
+    """Two sign-ups race for one name while the host is slow: one user, one deposit."""
+    import threading
+
+    release = threading.Event()
+    slow = env.host.handle
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        release.wait(timeout=10)
+        return slow(request)
+
+    env.app.state.orderbook = OrderbookClient(env.settings, transport=httpx.MockTransport(handle))
+    results: list[int] = []
+
+    def sign_up(name: str) -> None:
+        response = env.client.post("/api/v1/auth/register", json={"username": name, "password": PASSWORD})
+        results.append(response.status_code)
+
+    threads = [threading.Thread(target=sign_up, args=(name,)) for name in ("carol", "Carol")]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # both are in: one waits on the host, the other on the first one's row
+    release.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(results) == [201, 409]
+    assert len(env.users()) == 1
+    assert list(env.host.cash_minor.values()) == [auth.STARTING_BALANCE_MINOR]
