@@ -16,6 +16,7 @@ from emlib.signing_http import require_signature
 from functions.orderbook_client import OrderbookClient
 from functions.routers import admin as admin_routes
 from functions.routers import auth as auth_routes
+from functions.routers import ingest as ingest_routes
 from functions.routers import markets as markets_routes
 from functions.routers import orders as orders_routes
 from functions.routers import reads as reads_routes
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(search_routes.router)
     app.include_router(watchlist_routes.router)
     app.include_router(reads_routes.router)
+    app.include_router(ingest_routes.router)
     return app
 
 
