@@ -13,6 +13,7 @@ from emlib.resources import Resources
 from emlib.service import create_service_app
 from emlib.settings import Settings, get_settings
 from emlib.signing_http import require_signature
+from functions.openapi import install as install_openapi
 from functions.orderbook_client import OrderbookClient
 from functions.routers import admin as admin_routes
 from functions.routers import auth as auth_routes
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(watchlist_routes.router)
     app.include_router(reads_routes.router)
     app.include_router(ingest_routes.router)
+    # problem+json errors and security documented centrally (functions/openapi.py)
+    install_openapi(app)
     return app
 
 
