@@ -180,3 +180,61 @@ def test_secrets_are_not_literal_values(template: dict[str, Any]) -> None:
     env = lambda_env(template)
     for name in ("DATABASE_URL", "HMAC_KEYS", "AUDIT_HMAC_KEY", "JWT_SECRET"):
         assert "{{resolve:secretsmanager:" in str(env[name]), name
+
+
+# ---------------------------------------------------------------- routes
+
+
+def app_routes() -> set[tuple[str, str]]:
+    """(METHOD, path) of every route the functions app serves, docs pages included; HEAD
+    and OPTIONS are answered by API Gateway / Starlette beside GET and are not routes."""
+    from fastapi.routing import iter_route_contexts
+
+    from functions.app import create_app
+
+    app = create_app(Settings(APP_ENV="test"))
+    try:
+        routes: set[tuple[str, str]] = set()
+        for ctx in iter_route_contexts(app.routes):
+            path = ctx.path_format
+            assert path is not None
+            # API Gateway's `{name}` matches one segment; a Starlette `{name:path}` would need
+            # a greedy `{name+}` at the end, which this check does not translate.
+            assert ":" not in str(getattr(ctx, "path", "")), f"converter in {ctx.path}"
+            for method in set(ctx.methods or ()) - {"HEAD", "OPTIONS"}:
+                routes.add((method, path))
+        return routes
+    finally:
+        app.state.orderbook.close()
+        app.state.resources.close()
+
+
+def template_routes(template: dict[str, Any]) -> dict[tuple[str, str], str]:
+    """(METHOD, path) → event name of every explicit HttpApi event of the function."""
+    events = template["Resources"]["FunctionsApi"]["Properties"]["Events"]
+    out: dict[tuple[str, str], str] = {}
+    for name, event in events.items():
+        assert event["Type"] == "HttpApi", name
+        props = event["Properties"]
+        assert props["ApiId"] == {"Ref": "HttpApi"}, name
+        key = (props["Method"].upper(), props["Path"])
+        assert key not in out, f"{key} in both {out.get(key)} and {name}"
+        out[key] = name
+    return out
+
+
+def test_every_route_is_an_event_and_every_event_a_route(template: dict[str, Any]) -> None:
+    events = template_routes(template)
+    # The catch-all only gets unknown paths and methods (answered problem+json 404/405).
+    assert events.pop(("ANY", "/{proxy+}")) == "Proxy"
+    routes = app_routes()
+    missing = sorted(routes - set(events))
+    stale = sorted((method, path, events[(method, path)]) for method, path in set(events) - routes)
+    hint = "\n".join(
+        f"        <Name>:\n          Type: HttpApi\n"
+        f'          Properties: {{ApiId: !Ref HttpApi, Path: "{path}", Method: {method}}}'
+        for method, path in missing
+    )
+    assert not missing, f"routes without an event in infra/template.yaml; add:\n{hint}"
+    assert not stale, f"events for routes the app does not have: {stale}"
+    assert ("POST", "/api/v1/order") in routes and ("GET", "/api/v1/market/{symbol}/snapshot") in routes
