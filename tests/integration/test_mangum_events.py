@@ -14,11 +14,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
 import functions
 from emlib.settings import get_settings
+from infra.validate import TEMPLATE_PATH, load_template
+from tests.integration.test_search import add_market
 
 EVENTS_DIR = Path(__file__).resolve().parents[1] / "events"
 PROBLEM_JSON = "application/problem+json"
@@ -118,7 +121,14 @@ def assert_problem(headers: dict[str, str], body: Any, status: int, code: str) -
 
 def test_events_are_api_gateway_v2_shaped() -> None:
     names = sorted(p.name for p in EVENTS_DIR.glob("*.json"))
-    assert {"health.json", "ready.json", "not_found.json", "base64_body.json"} <= set(names)
+    assert {
+        "health.json",
+        "ready.json",
+        "not_found.json",
+        "base64_body.json",
+        "login_malformed_json.json",
+        "search_query.json",
+    } <= set(names)
     for name in names:
         event = load_event(name)
         assert event["version"] == "2.0"
@@ -129,6 +139,24 @@ def test_events_are_api_gateway_v2_shaped() -> None:
         assert event["requestContext"]["requestId"]
         if event["requestContext"]["http"]["method"] == "GET":
             assert "body" not in event, "API Gateway sends no body with a GET"
+        query = event.get("queryStringParameters")
+        assert (query is None) == (event["rawQueryString"] == ""), name
+        if query is not None:
+            assert dict(parse_qsl(event["rawQueryString"])) == query, name
+
+
+def test_event_route_keys_are_template_routes() -> None:
+    """An event names the route API Gateway matched: an explicit one must be in the template."""
+    events = load_template(TEMPLATE_PATH)["Resources"]["FunctionsApi"]["Properties"]["Events"]
+    route_keys = {f"{e['Properties']['Method'].upper()} {e['Properties']['Path']}" for e in events.values()}
+    for path in sorted(EVENTS_DIR.glob("*.json")):
+        event = load_event(path.name)
+        assert event["routeKey"] in route_keys, (path.name, event["routeKey"])
+        method, _, route_path = event["routeKey"].partition(" ")
+        if route_path != "/{proxy+}":
+            assert (method, route_path) == (event["requestContext"]["http"]["method"], event["rawPath"]), (
+                path.name
+            )
 
 
 def test_health(handler: Handler) -> None:
@@ -181,3 +209,36 @@ def test_oversize_body_is_problem(handler: Handler) -> None:
     status, headers, body = invoke(handler, event)
     assert status == 413
     assert_problem(headers, body, 413, "payload_too_large")
+
+
+def test_malformed_json_body_is_400_problem(handler: Handler) -> None:
+    event = load_event("login_malformed_json.json")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(event["body"])
+    status, headers, body = invoke(handler, event)
+    assert status == 400, body
+    assert_problem(headers, body, 400, "malformed_json")
+    assert headers["x-request-id"]
+
+
+def test_query_string_reaches_the_route(handler: Handler) -> None:
+    """GET /api/v1/search?q=cpi&sort=recency answers from the real database: the market whose
+    title matches is found, the other is not (so the query string was read, not dropped)."""
+    resources = sys.modules["functions.app"].app.state.resources
+    add_market(resources, "US-CPI-3", "US CPI above 3% in December", description="consumer prices")
+    add_market(resources, "MARS-LAND", "A crewed Mars landing before 2030")
+    event = load_event("search_query.json")
+    assert event["rawQueryString"] == "q=cpi&sort=recency"
+    status, headers, body = invoke(handler, event)
+    assert status == 200, body
+    assert headers["content-type"] == "application/json"
+    assert [item["symbol"] for item in body["items"]] == ["US-CPI-3"]
+
+    # An unknown sort word is refused by name, proving `sort` is parsed from the event.
+    bad = load_event("search_query.json")
+    bad["rawQueryString"] = "q=cpi&sort=loudest"
+    bad["queryStringParameters"] = {"q": "cpi", "sort": "loudest"}
+    status, headers, body = invoke(handler, bad)
+    assert status == 422, body
+    assert headers["content-type"] == PROBLEM_JSON
+    assert any("sort" in error["loc"] for error in body["errors"]), body
