@@ -141,7 +141,9 @@ def install_problem_handlers(app: FastAPI, *, max_body_bytes: int) -> None:
 
 
 class BodyLimitMiddleware:
-    """Answers 413 `payload_too_large` before reading more than `max_body_bytes`.
+    """Answers 413 `payload_too_large` before reading more than `max_body_bytes`, and 400
+    `nul_character` for a NUL in the path or query, or a `\\u0000` escape in a JSON body (a raw
+    NUL in JSON is already malformed JSON).
 
     Checks Content-Length up front and counts streamed chunks, so a chunked upload
     cannot slip past the limit either.
@@ -156,6 +158,10 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.max_body_bytes
+        target = bytes(scope.get("raw_path") or b"") + b"?" + bytes(scope.get("query_string", b""))
+        if _has_nul(target):
+            await _nul_refused()(scope, receive, send)
+            return
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
@@ -182,6 +188,9 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if b"\\u0000" in body and _is_json(scope):
+            await _nul_refused()(scope, receive, send)
+            return
         scope.setdefault("state", {})["raw_body"] = body
         replayed = False
 
@@ -193,6 +202,25 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", []):
+        if name == b"content-type":
+            media = value.split(b";")[0].strip().lower()
+            return media == b"application/json" or media.endswith(b"+json")
+    return False
+
+
+def _has_nul(target: bytes) -> bool:
+    return b"\x00" in target or b"%00" in target.lower()
+
+
+def _nul_refused() -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    # No text we store or compare may hold NUL (PostgreSQL text cannot): refuse it at the edge.
+    return problem_response(
+        400, "nul_character", "NUL characters are not accepted in paths, queries or bodies"
+    )
 
 
 def _too_large(limit: int) -> Callable[[Scope, Receive, Send], Awaitable[None]]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from fastapi import FastAPI
@@ -129,3 +129,27 @@ def test_unexpected_error_is_500_without_internals(client: TestClient) -> None:
     response = client.get("/boom")
     assert_problem(response, 500, "internal_error")
     assert "secret" not in response.text
+
+
+@pytest.mark.parametrize(
+    "send",
+    [
+        lambda c: c.post(
+            "/things",
+            content=b'{"name": "a\\u0000b", "quantity": 1, "side": "buy"}',
+            headers={"content-type": "application/json"},
+        ),
+        lambda c: c.get("/expected?q=%00"),
+        lambda c: c.get("/expected%00"),
+    ],
+)
+def test_nul_characters_are_refused_at_the_edge(client: TestClient, send: Any) -> None:
+    assert_problem(send(client), 400, "nul_character")
+    assert writes == []
+
+
+def test_a_raw_nul_in_json_is_malformed_json(client: TestClient) -> None:
+    raw = b'{"name": "a\x00b", "quantity": 1, "side": "buy"}'
+    response = client.post("/things", content=raw, headers={"content-type": "application/json"})
+    assert_problem(response, 400, "malformed_json")
+    assert writes == []
