@@ -207,7 +207,7 @@ class BodyLimitMiddleware:
 def _is_json(scope: Scope) -> bool:
     for name, value in scope.get("headers", []):
         if name == b"content-type":
-            media = value.split(b";")[0].strip().lower()
+            media = bytes(value).split(b";")[0].strip().lower()
             return media == b"application/json" or media.endswith(b"+json")
     return False
 
