@@ -6,10 +6,12 @@ TEST_DATABASE_URL names a real server to use instead.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +28,23 @@ from emlib.db.migrate import migrate
 hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 hypothesis_settings.register_profile("dev", deadline=None, print_blob=True)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _close_the_lambda_event_loop() -> Iterator[None]:
+    """Mangum, like Lambda, sets an event loop on the main thread and keeps it for the next
+    invocation; close it when the session ends instead of leaving it to the garbage collector."""
+    yield
+    policy = asyncio.get_event_loop_policy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = policy.get_event_loop()
+        except RuntimeError:
+            return
+    if not loop.is_running():
+        loop.close()
+    policy.set_event_loop(None)
 
 
 @pytest.fixture
