@@ -336,13 +336,13 @@ def check_patches_identical(setup: list[cmds.Command], ops: list[Op]) -> None:
 # Where a submit's time goes: cumulative time of the host's steps (they do not nest in each other).
 BREAKDOWN = (
     ("Exchange.apply (engine)", "engine/exchange.py", "apply"),
-    ("route() + to_payload", "orderbook_host/host.py", "route"),
-    ("RealtimeHub.sequence (envelopes)", "orderbook_host/realtime.py", "sequence"),
-    ("  of which uuid5 (event_id)", "uuid.py", "uuid5"),
-    ("  of which rfc3339_ms (ts)", "orderbook_host/realtime.py", "rfc3339_ms"),
+    ("to_payload (engine events)", "engine/events.py", "to_payload"),
+    ("route_payload (channels, public copy)", "orderbook_host/host.py", "route_payload"),
+    ("RealtimeHub.append (sequence numbers)", "orderbook_host/realtime.py", "append"),
+    ("make_envelope (only for subscribers)", "orderbook_host/realtime.py", "make_envelope"),
     ("encode_command (json)", "engine/commands.py", "encode_command"),
     ("WriteAheadLog.append (os.write)", "orderbook_host/wal.py", "append"),
-    ("RealtimeHub.publish", "orderbook_host/realtime.py", "publish"),
+    ("RealtimeHub.publish_sequenced", "orderbook_host/realtime.py", "publish_sequenced"),
     ("OrderbookHost.submit (total)", "orderbook_host/host.py", "submit"),
 )
 

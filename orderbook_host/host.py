@@ -35,7 +35,7 @@ from emlib.blobstore import BlobNotFoundError
 from orderbook_host.engine import Exchange, Outcome
 from orderbook_host.engine import commands as cmds
 from orderbook_host.engine import events as ev
-from orderbook_host.realtime import RealtimeHub
+from orderbook_host.realtime import RealtimeHub, Sequenced
 from orderbook_host.snapshot_store import SnapshotError, SnapshotStore
 from orderbook_host.wal import WalError, WriteAheadLog
 
@@ -49,7 +49,11 @@ _PRIVATE_FIELDS = ("account", "maker_account", "taker_account", "client_order_id
 
 def route(event: ev.Event) -> list[tuple[str, dict[str, Any]]]:
     """Which channels an engine event goes to, with the payload each may see."""
-    payload = event.to_payload()
+    return route_payload(event, event.to_payload())
+
+
+def route_payload(event: ev.Event, payload: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """`route` for an event whose `to_payload()` the caller already has (shared with the journal)."""
     public = {k: v for k, v in payload.items() if k not in _PRIVATE_FIELDS}
     if isinstance(event, ev.MarketCreated | ev.MarketStatusChanged | ev.MarketSettled | ev.BookLevel):
         return [(f"market:{event.symbol}", payload)]
@@ -73,13 +77,13 @@ class Applied:
 
     outcome: Outcome
     wal_seq: int | None
-    envelopes: list[dict[str, Any]]
+    messages: list[Sequenced]  # (channel, sequence_number, ts_ms, payload), envelopes unbuilt
 
     def channel_sequence(self, channel: str) -> int | None:
-        """The sequence number this command's first envelope got on `channel`."""
-        for envelope in self.envelopes:
-            if envelope["channel"] == channel:
-                return int(envelope["sequence_number"])
+        """The sequence number this command's first message got on `channel`."""
+        for name, seq, _, _ in self.messages:
+            if name == channel:
+                return seq
         return None
 
 
@@ -110,7 +114,7 @@ class OrderbookHost:
         self.snapshot_seq = 0  # the WAL seq the newest durable snapshot covers
         # The snapshot recovery started from: the replay buffer holds envelopes after it only.
         self.recovered_snapshot_seq = 0
-        self._outbox: deque[tuple[int, list[dict[str, Any]]]] = deque()
+        self._outbox: deque[tuple[int, list[Sequenced]]] = deque()
         self.replayed_records = 0
         self.failed: BaseException | None = None
 
@@ -182,14 +186,17 @@ class OrderbookHost:
         assert outcome.code is None, f"a logged command was refused on replay: {outcome.code}"
         self._sequence(seq, cmd, outcome)
 
-    def _sequence(self, seq: int, cmd: cmds.Command, outcome: Outcome) -> list[dict[str, Any]]:
+    def _sequence(self, seq: int, cmd: cmds.Command, outcome: Outcome) -> list[Sequenced]:
         ts_ms = _event_ts_ms(cmd)
         self.applied_seq = seq
-        self.journal.append((seq, ts_ms, [event.to_payload() for event in outcome.events]))
+        events = outcome.events
+        payloads = [event.to_payload() for event in events]  # once, for journal and channels
+        self.journal.append((seq, ts_ms, payloads))
+        append = self.hub.append
         return [
-            self.hub.sequence(channel, ts_ms, payload)
-            for event in outcome.events
-            for channel, payload in route(event)
+            (channel, append(channel, ts_ms, body), ts_ms, body)
+            for event, payload in zip(events, payloads, strict=True)
+            for channel, body in route_payload(event, payload)
         ]
 
     # ------------------------------------------------------------------ live commands
@@ -220,15 +227,15 @@ class OrderbookHost:
         except BaseException as exc:
             self.failed = exc
             raise
-        envelopes = self._sequence(seq, cmd, outcome)
-        self._outbox.append((seq, envelopes))
+        messages = self._sequence(seq, cmd, outcome)
+        self._outbox.append((seq, messages))
         if self.wal.fsync_policy != "always":
             self._drain_outbox()
-            return Applied(outcome, seq, envelopes)
+            return Applied(outcome, seq, messages)
         # Shielded: a caller that goes away (client timeout) must not leave its envelopes
         # unpublished until some later command happens to drain the outbox.
         await asyncio.shield(self._publish_when_durable(seq))
-        return Applied(outcome, seq, envelopes)
+        return Applied(outcome, seq, messages)
 
     async def _publish_when_durable(self, seq: int) -> None:
         try:
@@ -242,8 +249,8 @@ class OrderbookHost:
     def _drain_outbox(self) -> None:
         durable = self.wal.durable_seq if self.wal.fsync_policy == "always" else self.wal.last_seq
         while self._outbox and self._outbox[0][0] <= durable:
-            _, envelopes = self._outbox.popleft()
-            self.hub.publish(envelopes)
+            _, messages = self._outbox.popleft()
+            self.hub.publish_sequenced(messages)
 
     # ------------------------------------------------------------------ snapshots
 
