@@ -29,6 +29,10 @@ SOURCE_OF_TRUTH = "orderbook_service"
 _EVENT_NAMESPACE = uuid.UUID("6f1d7c1e-3b1a-4c55-9d7e-2f0d9b8a7c11")
 _NAMESPACE_BYTES = _EVENT_NAMESPACE.bytes
 SUBSCRIBER_QUEUE_MAX = 10_000
+# Messages kept per `agent:*` channel for replay. None: no endpoint reads them back (`since=`
+# serves market channels only; a private client that sees a gap resyncs from the account
+# endpoints), and with one channel per account they were most of the host's memory.
+PRIVATE_BUFFER_SIZE = 0
 CHANNELS_PER_CONNECTION_MAX = 64
 
 
@@ -123,13 +127,16 @@ class RealtimeHub:
     """Per-channel counters, replay buffers and subscribers.
 
     `buffer_size` entries are kept per public channel (`market:*`: `since=` reads them);
-    `private_buffer_size` (default: the same) per `agent:*` channel.
+    `private_buffer_size` (default `PRIVATE_BUFFER_SIZE`, none) per `agent:*` channel, whose
+    counters still run so sequence numbers are unchanged.
     """
 
-    def __init__(self, producer: str, buffer_size: int, private_buffer_size: int | None = None) -> None:
+    def __init__(
+        self, producer: str, buffer_size: int, private_buffer_size: int = PRIVATE_BUFFER_SIZE
+    ) -> None:
         self.producer = producer
         self.buffer_size = buffer_size
-        self.private_buffer_size = buffer_size if private_buffer_size is None else private_buffer_size
+        self.private_buffer_size = private_buffer_size
         self.channels: dict[str, ChannelLog] = {}
         self.subscribers: dict[str, set[Subscriber]] = {}
 
