@@ -30,14 +30,18 @@ client fleet comes from many addresses).
 
 Full run:  `.venv/bin/python -m bench.api_latency`            (10 s per phase at 200/s)
 Quick run: `.venv/bin/python -m bench.api_latency --quick`    (3 s per phase)
-Options:   `--rate 200`, `--seconds 10`, `--warmup 2`, `--users 40`, `--clients 1`,
-           `--fsync always|never`.
+Options:   `--rate 200`, `--seconds 10`, `--warmup 2`, `--users 40`, `--clients 1` (load
+           generator processes), `--workers 1` (uvicorn workers), `--fsync always|never`.
+
+Reading it: "fn CPU" / "host CPU" are core-seconds per second of each server (all workers);
+divided by the rate they give CPU per request, which bounds the rate one core can carry.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -50,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from bench.host_durable import percentile_ms
 from bench.host_http import OPEN_LOOP_GRACE_S, Tally, classify, cpu_seconds, free_port, signing_auth
@@ -196,6 +201,15 @@ def stop(child: Child) -> None:
             child.process.wait()
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its live children (uvicorn --workers forks workers)."""
+    total = cpu_seconds(pid)
+    for child in psutil.Process(pid).children(recursive=True):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            total += cpu_seconds(child.pid)
+    return total
+
+
 def machine_busy_s() -> tuple[float, float]:
     """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -254,7 +268,7 @@ def run_phase(
     ]
     # server and machine CPU over the measured window only (after the warm-up)
     time.sleep(max(0.0, start_at + args.warmup - time.time()))
-    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    cpu0 = {name: tree_cpu_s(pid) for name, pid in pids.items()}
     busy0, all0 = machine_busy_s()
     wall0 = time.perf_counter()
     time.sleep(args.seconds)
@@ -294,6 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--users", type=int, default=40)
     parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
+    parser.add_argument("--workers", type=int, default=1, help="uvicorn worker processes for the API")
     parser.add_argument("--fsync", choices=("always", "never"), default="always")
     # internal: one load-generator process
     parser.add_argument("--client", choices=("snapshot", "order"), help=argparse.SUPPRESS)
@@ -355,7 +370,8 @@ def main(argv: list[str] | None = None) -> None:
             "--port",
             port,
         ]
-        children.append(spawn("functions", [*uvicorn, "--no-access-log"], functions_env, functions_url, base))
+        uvicorn += ["--no-access-log", "--workers", str(args.workers)]
+        children.append(spawn("functions", uvicorn, functions_env, functions_url, base))
 
         with httpx.Client(base_url=host_url, auth=signing_auth(), timeout=10.0) as host:
             created = host.post("/markets", json={"symbol": SYMBOL, "kind": "binary"})
@@ -371,7 +387,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{os.cpu_count()} cores; other processes' load competes with this bench"
         )
         print(
-            f"functions: uvicorn functions.app:app (1 worker); host: python -m orderbook_host, "
+            f"functions: uvicorn functions.app:app ({args.workers} worker(s)); "
+            "host: python -m orderbook_host, "
             f"FSYNC_POLICY={args.fsync}; embedded PostgreSQL; {os.cpu_count()} cores shared with "
             f"{args.clients} load-generator process(es)"
         )
