@@ -201,13 +201,21 @@ def stop(child: Child) -> None:
             child.process.wait()
 
 
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds of a process and its live children (uvicorn --workers forks workers)."""
-    total = cpu_seconds(pid)
-    for child in psutil.Process(pid).children(recursive=True):
+def tree_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds per process of a process and its live children (uvicorn --workers forks
+    workers, and may replace one that stops answering its pings)."""
+    pids = [pid] + [child.pid for child in psutil.Process(pid).children(recursive=True)]
+    out: dict[int, float] = {}
+    for one in pids:
         with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            total += cpu_seconds(child.pid)
-    return total
+            out[one] = cpu_seconds(one)
+    return out
+
+
+def cpu_delta_s(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU used between two `tree_cpu_s` readings by the processes alive at the second one
+    (a worker that exited meanwhile is not counted: an undercount, never negative)."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
 
 
 def machine_busy_s() -> tuple[float, float]:
