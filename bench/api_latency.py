@@ -280,9 +280,8 @@ def run_phase(
     busy0, all0 = machine_busy_s()
     wall0 = time.perf_counter()
     time.sleep(args.seconds)
-    cpu = {
-        name: (cpu_seconds(pid) - cpu0[name]) / (time.perf_counter() - wall0) for name, pid in pids.items()
-    }
+    elapsed_s = time.perf_counter() - wall0
+    cpu = {name: cpu_delta_s(cpu0[name], tree_cpu_s(pid)) / elapsed_s for name, pid in pids.items()}
     busy1, all1 = machine_busy_s()
     results = []
     for proc in procs:
