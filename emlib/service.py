@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
-from emlib.logs import get_logger, request_id_middleware
+from emlib.logs import RequestIdMiddleware, get_logger
 from emlib.problems import PROBLEM_JSON, install_problem_handlers
 from emlib.settings import Settings
 
@@ -29,7 +29,7 @@ def create_service_app(
     app.state.logger = logger
     app.state.settings = settings
     install_problem_handlers(app, max_body_bytes=settings.max_body_bytes)
-    app.middleware("http")(request_id_middleware(logger))
+    app.add_middleware(RequestIdMiddleware, logger=logger)
     checks = dict(ready_checks or {})
 
     @app.get("/health", tags=["ops"])

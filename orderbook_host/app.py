@@ -155,7 +155,8 @@ def create_app(
         lifespan=lifespan,
         description="Orderbook host: matching, accounts, WAL, realtime (service to service, HMAC-signed)",
     )
-    signed = Depends(require_signature(lambda: keyring, nonces))
+    # The nonce store is in memory (never blocks): verify on the loop, not in a worker thread.
+    signed = Depends(require_signature(lambda: keyring, nonces, inline=True))
 
     def check_shard(symbol: str) -> None:
         if not settings.serves_symbol(symbol):

@@ -166,6 +166,7 @@ class OrderbookHost:
         # The snapshot recovery started from: the replay buffer holds envelopes after it only.
         self.recovered_snapshot_seq = 0
         self._outbox: deque[tuple[int, list[Sequenced]]] = deque()
+        self._background: set[asyncio.Future[None]] = set()
         self.replayed_records = 0
         self.failed: BaseException | None = None
 
@@ -352,16 +353,26 @@ class OrderbookHost:
         if self.wal.fsync_policy != "always":
             self._drain_outbox()
             return Applied(outcome, seq, messages)
-        # Shielded: a caller that goes away (client timeout) must not leave its envelopes
-        # unpublished until some later command happens to drain the outbox.
-        await asyncio.shield(self._publish_when_durable(seq))
+        try:
+            await self.wal.wait_durable_async(seq)
+        except asyncio.CancelledError:
+            # The caller went away (client timeout): its messages must not wait in the outbox
+            # until some later command happens to drain it. (Rare, so only this path pays for
+            # a task; an `asyncio.shield` per submit cost a task for every command.)
+            task = asyncio.ensure_future(self._publish_when_durable(seq))
+            self._background.add(task)  # a strong reference until it is done
+            task.add_done_callback(self._background.discard)
+            raise
+        except WalError as exc:
+            self.failed = exc  # applied in memory but never durable: the state is ahead of the log
+            raise
+        self._drain_outbox()
         return Applied(outcome, seq, messages)
 
     async def _publish_when_durable(self, seq: int) -> None:
         try:
             await self.wal.wait_durable_async(seq)
         except WalError as exc:
-            # Applied in memory but never durable: the state is ahead of the log.
             self.failed = exc
             raise
         self._drain_outbox()
