@@ -30,10 +30,11 @@ hypothesis_settings.register_profile("dev", deadline=None, print_blob=True)
 hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _close_the_lambda_event_loop() -> Iterator[None]:
     """Mangum, like Lambda, sets an event loop on the main thread and keeps it for the next
-    invocation; close it when the session ends instead of leaving it to the garbage collector."""
+    invocation. Close it after each test: a later `asyncio.run` would otherwise replace and drop
+    it unclosed, and the garbage collector's ResourceWarning fails the session at its end."""
     yield
     policy = asyncio.get_event_loop_policy()
     with warnings.catch_warnings():
