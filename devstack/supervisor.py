@@ -8,7 +8,6 @@ the next start.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ import httpx
 
 from emlib.db.embedded import EmbeddedPostgres
 from emlib.db.migrate import migrate
+from emlib.process import die_with_parent
 from emlib.settings import Settings
 
 _log = logging.getLogger("devstack")
@@ -43,13 +43,6 @@ class Running:
     spec: ServiceSpec
     process: subprocess.Popen[bytes]
     pump: threading.Thread = field(init=False)
-
-
-def _die_with_parent() -> None:
-    """Runs in the child between fork and exec: SIGTERM it when the supervisor dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    pr_set_pdeathsig = 1
-    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _host_port(url: str) -> tuple[str, int]:
@@ -117,7 +110,7 @@ class Supervisor:
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,  # only calls prctl: safe between fork and exec
+                preexec_fn=die_with_parent,  # only calls prctl: safe between fork and exec
             )
             running = Running(spec, process)
             running.pump = threading.Thread(target=self._pump, args=(running,), daemon=True)

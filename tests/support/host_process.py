@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from emlib.process import die_with_parent
 from emlib.settings import HmacKey
 from emlib.signing import Keyring
 from emlib.signing_http import HmacAuth
@@ -111,6 +112,7 @@ class HostProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,  # a killed test run leaves no host behind
             )
         self.wait_ready(timeout_s)
 

@@ -1,0 +1,16 @@
+"""Child-process hygiene shared by the local supervisor and the tests."""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """For `Popen(preexec_fn=...)`: the kernel sends the child SIGTERM when its parent dies,
+    so a killed supervisor or test run leaves no orphan server. Only calls prctl, which is
+    safe between fork and exec."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
