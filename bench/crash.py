@@ -43,7 +43,7 @@ from websockets.sync.client import connect
 
 from orderbook_host.engine import Exchange, decode_command
 from orderbook_host.engine import events as ev
-from orderbook_host.host import route
+from orderbook_host.host import channels_of, render_event
 from orderbook_host.realtime import RealtimeHub
 from orderbook_host.wal import WriteAheadLog
 from tests.support.host_process import HostProcess
@@ -128,8 +128,8 @@ class IndependentReplay:
                 self.user_cancels.add(event.server_order_id)
             elif isinstance(event, ev.OrderDuplicate):
                 self.duplicates += 1
-            for channel, body in route(event):
-                envelope = self.hub.sequence(channel, ts_ms, body)
+            for channel in channels_of(event):
+                envelope = self.hub.sequence(channel, ts_ms, render_event(channel, event))
                 key = (channel, envelope["sequence_number"])
                 if channel.startswith("market:"):
                     self.envelopes[key] = envelope

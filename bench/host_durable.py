@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
-import hashlib
 import io
 import os
 import pstats
@@ -32,17 +30,14 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
+
+import uvloop
 
 from emlib.blobstore.local import LocalBlobStore
 from orderbook_host import host as host_module
-from orderbook_host import realtime
 from orderbook_host.engine import commands as cmds
-from orderbook_host.engine import events as ev
 from orderbook_host.engine.exchange import Exchange
 from orderbook_host.host import OrderbookHost
 from orderbook_host.realtime import RealtimeHub
@@ -172,6 +167,7 @@ def open_host(directory: Path, policy: FsyncPolicy) -> OrderbookHost:
     snapshots = SnapshotStore(LocalBlobStore(directory / "objects"))
     host = OrderbookHost(shard_id=SHARD, wal=wal, snapshots=snapshots, hub=RealtimeHub(SHARD, 10_000))
     host.recover()
+    host_module.tune_gc_for_serving()  # as `python -m orderbook_host` does after recovery
     return host
 
 
@@ -233,20 +229,20 @@ def run_host(
     ops: list[Op],
     inflight: int,
     seconds: float,
+    loop: str = "uvloop",
     profile: cProfile.Profile | None = None,
-    patched: bool = False,
 ) -> HostRun:
     directory = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=base))
     host = open_host(directory, policy)
     try:
-        with cheaper_envelopes() if patched else contextlib.nullcontext():
+        if profile is not None:
+            profile.enable()
+        try:
+            coro = drive_host(host, setup, ops, inflight, seconds)
+            run = uvloop.run(coro) if loop == "uvloop" else asyncio.run(coro)
+        finally:
             if profile is not None:
-                profile.enable()
-            try:
-                run = asyncio.run(drive_host(host, setup, ops, inflight, seconds))
-            finally:
-                if profile is not None:
-                    profile.disable()
+                profile.disable()
         run.state_hash = host.exchange.state_hash()
         return run
     finally:
@@ -254,95 +250,22 @@ def run_host(
         shutil.rmtree(directory, ignore_errors=True)
 
 
-# ---------------------------------------------------------------------------------- what-if
-# `--what-if` adds a row with two bench-only patches that give byte-identical output to the
-# host's `route` and `make_envelope` (checked below) but cost less: type dispatch instead of
-# isinstance against a union built per call, the event id's uuid5 formatted from the sha1
-# digest directly, and the RFC 3339 string computed once per timestamp.
+def engine_build() -> str:
+    """Which engine imports: the mypyc build (a .so beside the sources or on PYTHONPATH) or pure Python."""
+    import orderbook_host.engine.exchange as module
 
-_MARKET_ONLY = frozenset({ev.MarketCreated, ev.MarketStatusChanged, ev.MarketSettled, ev.BookLevel})
-_ORDER = frozenset({ev.OrderAccepted, ev.OrderCancelled, ev.OrderReplaced})
-_PRIVATE_FIELDS = ("account", "maker_account", "taker_account", "client_order_id")
-
-
-def fast_route(event: Any) -> list[tuple[str, dict[str, Any]]]:
-    t = type(event)
-    payload = event.to_payload()
-    if t in _MARKET_ONLY:
-        return [(f"market:{event.symbol}", payload)]
-    if t is ev.Trade or t in _ORDER:
-        public = {k: v for k, v in payload.items() if k not in _PRIVATE_FIELDS}
-        if t is ev.Trade:
-            out = [(f"market:{event.symbol}", public), (f"agent:{event.taker_account}", payload)]
-            if event.maker_account != event.taker_account:
-                out.append((f"agent:{event.maker_account}", payload))
-            return out
-        return [(f"market:{event.symbol}", public), (f"agent:{event.account}", payload)]
-    return [(f"agent:{event.account}", payload)]
-
-
-_NS = realtime._EVENT_NAMESPACE.bytes
-
-
-def fast_uuid5(name: str) -> str:
-    h = bytearray(hashlib.sha1(_NS + name.encode()).digest()[:16])
-    h[6] = (h[6] & 0x0F) | 0x50
-    h[8] = (h[8] & 0x3F) | 0x80
-    x = h.hex()
-    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
-
-
-_ts = lru_cache(maxsize=4096)(realtime.rfc3339_ms)
-
-
-def fast_envelope(
-    channel: str, sequence_number: int, ts_ms: int, producer: str, payload: dict[str, Any]
-) -> dict[str, Any]:
-    return {
-        "channel": channel,
-        "sequence_number": sequence_number,
-        "event_id": fast_uuid5(f"{channel}#{sequence_number}"),
-        "ts": _ts(ts_ms),
-        "source_of_truth": realtime.SOURCE_OF_TRUTH,
-        "producer": producer,
-        "payload": payload,
-    }
-
-
-@contextlib.contextmanager
-def cheaper_envelopes() -> Iterator[None]:
-    saved = host_module.route, realtime.make_envelope
-    host_module.route, realtime.make_envelope = fast_route, fast_envelope
-    try:
-        yield
-    finally:
-        host_module.route, realtime.make_envelope = saved
-
-
-def check_patches_identical(setup: list[cmds.Command], ops: list[Op]) -> None:
-    ex2 = Exchange()
-    ids = [0] * len(ops)
-    for cmd in setup:
-        ex2.apply(cmd)
-    for index, op in enumerate(ops[:2000]):
-        for event in ex2.apply(to_command(op, index, ex2.next_order_id, ids)).events:
-            routed = host_module.route(event)
-            assert routed == fast_route(event)
-            for n, (channel, payload) in enumerate(routed):
-                a = realtime.make_envelope(channel, n + 1, TS_BASE_MS + index, SHARD, payload)
-                assert a == fast_envelope(channel, n + 1, TS_BASE_MS + index, SHARD, payload)
+    return f"mypyc ({module.__file__})" if str(module.__file__).endswith(".so") else "pure Python"
 
 
 # Where a submit's time goes: cumulative time of the host's steps (they do not nest in each other).
 BREAKDOWN = (
     ("Exchange.apply (engine)", "engine/exchange.py", "apply"),
-    ("to_payload (engine events)", "engine/events.py", "to_payload"),
-    ("route_payload (channels, public copy)", "orderbook_host/host.py", "route_payload"),
+    ("encode_command (orjson)", "engine/commands.py", "encode_command"),
+    ("WriteAheadLog.append_deferred (queue)", "orderbook_host/wal.py", "append_deferred"),
+    ("channels_of (routing)", "orderbook_host/host.py", "channels_of"),
     ("RealtimeHub.append (sequence numbers)", "orderbook_host/realtime.py", "append"),
-    ("make_envelope (only for subscribers)", "orderbook_host/realtime.py", "make_envelope"),
-    ("encode_command (json)", "engine/commands.py", "encode_command"),
-    ("WriteAheadLog.append (os.write)", "orderbook_host/wal.py", "append"),
-    ("RealtimeHub.publish_sequenced", "orderbook_host/realtime.py", "publish_sequenced"),
+    ("OrderbookHost._commit (group commit)", "orderbook_host/host.py", "_commit"),
+    ("OrderbookHost._committed (publish, wake)", "orderbook_host/host.py", "_committed"),
     ("OrderbookHost.submit (total)", "orderbook_host/host.py", "submit"),
 )
 
@@ -367,7 +290,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.host_durable", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="short rows (1 s), fewer ops")
     parser.add_argument("--profile", action="store_true", help="cProfile the widest fsync=always row")
-    parser.add_argument("--what-if", action="store_true", help="add a row with cheaper route/envelopes")
+    parser.add_argument(
+        "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="event loop (the host runs uvloop)"
+    )
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--inflight", default="1,16,64,256")
     parser.add_argument("--dir", type=Path, default=None, help="where the WALs go (default: temp dir)")
@@ -392,7 +317,8 @@ def main(argv: list[str] | None = None) -> None:
             f"disk: os.write(100 B) + fdatasync  p50 {fs_p50:.3f} ms  p99 {fs_p99:.3f} ms  "
             f"max {fs_max:.3f} ms  ({fs_n} samples)"
         )
-        print(f"in-memory Exchange.apply over all ops: {mem_rate:,.0f} ops/s\n")
+        print(f"in-memory Exchange.apply over all ops: {mem_rate:,.0f} ops/s; engine {engine_build()}")
+        print(f"event loop: {args.loop}\n")
 
         header = (
             f"{'path':<28}{'in flight':>10}{'ops':>10}{'ops/s':>12}{'in-mem ops/s':>14}{'ratio':>8}"
@@ -405,14 +331,10 @@ def main(argv: list[str] | None = None) -> None:
             ("host, fsync=always", "always", k, False) for k in widths
         ]
         rows.append(("host, fsync=every_n (no wait)", "every_n", widest, False))
-        if args.what_if:
-            check_patches_identical(setup, ops)
-            rows.append(("always + cheaper envelopes*", "always", widest, True))
-            rows.append(("every_n + cheaper envelopes*", "every_n", widest, True))
         profile = cProfile.Profile() if args.profile else None
-        for label, policy, k, patched in rows:
-            use_profile = profile if (policy == "always" and k == widest and not patched) else None
-            run = run_host(base, f"{policy}-{k}", policy, setup, ops, k, seconds, use_profile, patched)
+        for label, policy, k, _ in rows:
+            use_profile = profile if (policy == "always" and k == widest) else None
+            run = run_host(base, f"{policy}-{k}", policy, setup, ops, k, seconds, args.loop, use_profile)
             # the same prefix, in memory: same state, and the rate on exactly that work
             prefix_s, ex = in_memory(setup, ops[: run.done])
             prefix_rate = run.done / prefix_s

@@ -6,15 +6,22 @@ from urllib.parse import urlsplit
 
 import uvicorn
 
-from emlib.settings import get_settings
-from orderbook_host.app import create_app
+from emlib.settings import Settings, get_settings
+from orderbook_host.app import build_host, create_app
+from orderbook_host.host import OrderbookHost, tune_gc_for_serving
+
+
+def _build_serving_host(settings: Settings) -> OrderbookHost:
+    host = build_host(settings)  # recovers
+    tune_gc_for_serving()
+    return host
 
 
 def main() -> None:
     settings = get_settings()
     url = urlsplit(settings.orderbook_url)
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, host_factory=_build_serving_host),
         host=url.hostname or "127.0.0.1",
         port=url.port or 8101,
         log_level=settings.log_level.lower(),

@@ -9,9 +9,11 @@ the original byte for byte. Subscribers only ever see envelopes whose command is
 the host queues them and publishes after the WAL's fsync.
 
 Envelopes are built lazily. Sequencing stores a compact entry `(sequence_number, ts_ms,
-payload)`; the envelope dict (uuid5, RFC 3339 string) is made only when a channel has
-subscribers at publish time or when `since` is answered. Building one per channel per
-event up front cost 3-4x the engine's own apply, live and in WAL replay.
+body)`; the payload (`hub.render(channel, body)`) and the envelope dict (uuid5, RFC 3339
+string) are made only when a channel has subscribers at publish time or when `since` is
+answered. The host's bodies are the engine's own immutable events, shared with its journal,
+so a buffered message costs a tuple; building payloads and envelopes per channel per event
+up front cost 3-4x the engine's own apply, live and in WAL replay.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import asyncio
 import hashlib
 import uuid
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -77,11 +79,20 @@ def make_envelope(
     }
 
 
-Entry = tuple[int, int, dict[str, Any]]
-"""What a replay buffer keeps per message: (sequence_number, ts_ms, payload)."""
+Entry = tuple[int, int, Any]
+"""What a replay buffer keeps per message: (sequence_number, ts_ms, body)."""
 
-Sequenced = tuple[str, int, int, dict[str, Any]]
-"""One message of a command, ready to publish: (channel, sequence_number, ts_ms, payload)."""
+Sequenced = tuple[str, int, int, Any]
+"""One message of a command, ready to publish: (channel, sequence_number, ts_ms, body)."""
+
+Render = Callable[[str, Any], dict[str, Any]]
+"""Turns a stored body into the payload `channel` may see."""
+
+
+def payload_as_is(channel: str, body: Any) -> dict[str, Any]:
+    """The default `Render`: bodies are payload dicts already."""
+    payload: dict[str, Any] = body
+    return payload
 
 
 class ChannelLog:
@@ -132,32 +143,39 @@ class RealtimeHub:
     """
 
     def __init__(
-        self, producer: str, buffer_size: int, private_buffer_size: int = PRIVATE_BUFFER_SIZE
+        self,
+        producer: str,
+        buffer_size: int,
+        private_buffer_size: int = PRIVATE_BUFFER_SIZE,
+        render: Render = payload_as_is,
     ) -> None:
         self.producer = producer
+        self.render = render
         self.buffer_size = buffer_size
         self.private_buffer_size = private_buffer_size
         self.channels: dict[str, ChannelLog] = {}
         self.subscribers: dict[str, set[Subscriber]] = {}
 
-    def _new_log(self, channel: str, last_sequence: int = 0) -> ChannelLog:
+    def channel_log(self, channel: str, last_sequence: int = 0) -> ChannelLog:
+        """A new channel's log (callers look in `channels` first)."""
         size = self.private_buffer_size if is_private(channel) else self.buffer_size
         log = self.channels[channel] = ChannelLog(size, last_sequence)
         return log
 
     # -- sequencing (runs on apply, live and in replay) --------------------------------
-    def append(self, channel: str, ts_ms: int, payload: dict[str, Any]) -> int:
-        """Give `payload` the channel's next sequence number and keep it in the buffer."""
+    def append(self, channel: str, ts_ms: int, body: Any) -> int:
+        """Give `body` the channel's next sequence number and keep it in the buffer."""
         log = self.channels.get(channel)
         if log is None:
-            log = self._new_log(channel)
+            log = self.channel_log(channel)
         seq = log.last_sequence = log.last_sequence + 1
-        log.buffer.append((seq, ts_ms, payload))
+        log.buffer.append((seq, ts_ms, body))
         return seq
 
-    def sequence(self, channel: str, ts_ms: int, payload: dict[str, Any]) -> dict[str, Any]:
+    def sequence(self, channel: str, ts_ms: int, body: Any) -> dict[str, Any]:
         """`append`, returning the envelope (for callers that want it at once)."""
-        return make_envelope(channel, self.append(channel, ts_ms, payload), ts_ms, self.producer, payload)
+        seq = self.append(channel, ts_ms, body)
+        return make_envelope(channel, seq, ts_ms, self.producer, self.render(channel, body))
 
     def advance(self, counts: dict[str, int]) -> None:
         """Add `counts` messages to each channel's counter without keeping them (WAL replay of
@@ -165,7 +183,7 @@ class RealtimeHub:
         for channel, n in counts.items():
             log = self.channels.get(channel)
             if log is None:
-                log = self._new_log(channel)
+                log = self.channel_log(channel)
             log.last_sequence += n
 
     def last_sequence(self, channel: str) -> int:
@@ -178,8 +196,11 @@ class RealtimeHub:
             if after > 0:
                 raise SequenceTooOldError("unknown channel")
             return []
-        producer = self.producer
-        return [make_envelope(channel, seq, ts, producer, payload) for seq, ts, payload in log.since(after)]
+        producer, render = self.producer, self.render
+        return [
+            make_envelope(channel, seq, ts, producer, render(channel, body))
+            for seq, ts, body in log.since(after)
+        ]
 
     def counters(self) -> dict[str, int]:
         return {name: log.last_sequence for name, log in sorted(self.channels.items())}
@@ -187,7 +208,7 @@ class RealtimeHub:
     def restore_counters(self, counters: dict[str, int]) -> None:
         self.channels = {}
         for name, seq in counters.items():
-            self._new_log(name, seq)
+            self.channel_log(name, seq)
 
     # -- fan-out (runs after the command is durable) --------------------------------------
     def publish(self, envelopes: Iterable[dict[str, Any]]) -> None:
@@ -199,10 +220,10 @@ class RealtimeHub:
         """Send each message to its channel's subscribers; no envelope is built for a channel
         nobody follows."""
         subscribers = self.subscribers
-        for channel, seq, ts_ms, payload in messages:
+        for channel, seq, ts_ms, body in messages:
             members = subscribers.get(channel)
             if members:
-                envelope = make_envelope(channel, seq, ts_ms, self.producer, payload)
+                envelope = make_envelope(channel, seq, ts_ms, self.producer, self.render(channel, body))
                 for subscriber in members:
                     subscriber.offer(envelope)
 

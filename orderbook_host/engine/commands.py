@@ -14,9 +14,12 @@ trading outcome).
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Final
+from operator import attrgetter
+from typing import Any, Final
+
+import orjson
 
 COMMAND_VERSION: Final = 1
 
@@ -283,21 +286,39 @@ _TAGS: Final[dict[type, str]] = {
 }
 _BY_TAG: Final[dict[str, type]] = {tag: cls for cls, tag in _TAGS.items()}
 _FIELD_NAMES: Final[dict[type, tuple[str, ...]]] = {cls: tuple(f.name for f in fields(cls)) for cls in _TAGS}
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+# One C-level getter per class: `getattr` per field in a loop cost more than the encoding.
+def _fields_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    if len(names) == 1:
+        name = names[0]
+        return lambda cmd: (getattr(cmd, name),)
+    getter: Callable[[Any], tuple[Any, ...]] = attrgetter(*names)
+    return getter
+
+
+_GETTERS: Final[dict[type, Callable[[Any], tuple[Any, ...]]]] = {
+    cls: _fields_getter(names) for cls, names in _FIELD_NAMES.items()
+}
 
 
 def encode_command(cmd: Command) -> bytes:
-    """Compact, versioned bytes for the WAL: ``[1,"po",...fields]`` as UTF-8 JSON."""
+    """Compact, versioned bytes for the WAL: ``[1,"po",...fields]`` as UTF-8 JSON.
+
+    orjson, not the standard library: the host encodes every accepted command on the event
+    loop thread before it is acknowledged (stdlib 4.6 us, orjson 0.6 us for an order), and
+    recovery decodes every record after the snapshot. The bytes are the same JSON either way
+    (compact separators, UTF-8), so logs written before the switch still decode.
+    """
     cls = type(cmd)
-    values = [getattr(cmd, name) for name in _FIELD_NAMES[cls]]
-    return _ENCODER.encode([COMMAND_VERSION, _TAGS[cls], *values]).encode()
+    return orjson.dumps((COMMAND_VERSION, _TAGS[cls], *_GETTERS[cls](cmd)))
 
 
 def decode_command(data: bytes) -> Command:
     """Inverse of ``encode_command``; raises ``CommandDecodeError`` on anything else."""
     try:
-        raw = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
         raise CommandDecodeError("command payload is not JSON") from e
     if not isinstance(raw, list) or len(raw) < 2 or raw[0] != COMMAND_VERSION:
         raise CommandDecodeError("not a version-1 command record")

@@ -658,3 +658,111 @@ def test_scan_records_reports_why_it_stopped() -> None:
     assert scan_records(data[:-1], 1) == (17, 2, "short_payload")
     assert scan_records(data, 2) == (0, 2, "seq_discontinuity")
     assert scan_records(struct.pack("<IIQ", 1 << 31, 0, 1), 1) == (0, 1, "length_too_large")
+
+
+# ---------------------------------------------------------------- deferred appends (one write per batch)
+
+
+def test_deferred_records_reach_the_file_with_the_next_flush(
+    tmp_path: Path, opened: Callable[..., WriteAheadLog]
+) -> None:
+    recorder = SyncRecorder()
+    log = opened(tmp_path, sync_file=recorder)
+    seqs = [log.append_deferred(f"batched-{index}".encode()) for index in range(50)]
+    assert seqs == list(range(1, 51)) and log.last_seq == 50
+    assert _only_segment(tmp_path).stat().st_size == 0  # queued, not written
+    assert log.metrics.records == 0
+    log.wait_durable(50)
+    # one flush wrote the 50 records and synced them together
+    assert recorder.synced_sizes == [_record_ends(_only_segment(tmp_path))[50]]
+    assert log.metrics.records == 50 and log.durable_seq == 50
+    assert _replay_all(log) == [(seq, f"batched-{seq - 1}".encode()) for seq in seqs]
+
+
+def test_replay_and_append_write_queued_records_first(
+    tmp_path: Path, opened: Callable[..., WriteAheadLog]
+) -> None:
+    log = opened(tmp_path, fsync_policy="every_n", every_n=1000)
+    log.append_deferred(b"one")
+    log.append_deferred(b"two")
+    assert [p for _, p in log.replay()] == [b"one", b"two"]  # replay sees every appended record
+    log.append_deferred(b"three")
+    assert log.append(b"four") == 4  # an immediate append writes the queue before itself
+    assert list(_record_ends(_only_segment(tmp_path))) == [1, 2, 3, 4]
+    log.close()
+    reopened = opened(tmp_path)
+    assert reopened.recovery.clean and [p for _, p in reopened.replay()] == [
+        b"one",
+        b"two",
+        b"three",
+        b"four",
+    ]
+
+
+def test_a_deferred_batch_rolls_segments_where_records_would_overflow(
+    tmp_path: Path, opened: Callable[..., WriteAheadLog]
+) -> None:
+    payloads = [bytes([index]) * 50 for index in range(40)]  # 66-byte records, 4 per segment
+    log = opened(tmp_path, segment_bytes=300)
+    log.append(payloads[0])  # a batch that starts part-way into a segment
+    for payload in payloads[1:]:
+        log.append_deferred(payload)
+    log.wait_durable(40)
+    assert log.segment_first_seqs == list(range(1, 41, 4))
+    assert all(p.stat().st_size <= 300 for p in tmp_path.glob("*.wal"))
+    assert _replay_all(log) == list(enumerate(payloads, start=1))
+    log.close()
+    reopened = opened(tmp_path, segment_bytes=300)
+    assert reopened.recovery.clean and _replay_all(reopened) == list(enumerate(payloads, start=1))
+
+
+def test_a_failed_batch_write_fails_the_log_and_leaves_no_partial_record(
+    tmp_path: Path, opened: Callable[..., WriteAheadLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = opened(tmp_path)
+    log.wait_durable(log.append(b"kept"))
+    kept_size = _only_segment(tmp_path).stat().st_size
+    real_write = os.write
+
+    def disk_full_after_a_few_bytes(fd: int, data: bytes | memoryview) -> int:
+        if fd <= 2:
+            return real_write(fd, data)
+        real_write(fd, bytes(data)[:7])  # a short write, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    for index in range(5):
+        log.append_deferred(f"lost-{index}".encode())
+    monkeypatch.setattr(os, "write", disk_full_after_a_few_bytes)
+
+    async def wait() -> None:
+        await log.wait_durable_async(6)
+
+    with pytest.raises(WalFailedError):
+        asyncio.run(wait())
+    monkeypatch.undo()
+    assert log.durable_seq == 1
+    with pytest.raises(WalFailedError):
+        log.append_deferred(b"refused")
+    assert _only_segment(tmp_path).stat().st_size == kept_size  # the half-written batch was cut
+    log.close()
+    reopened = opened(tmp_path)
+    assert reopened.recovery.clean and [p for _, p in reopened.replay()] == [b"kept"]
+
+
+def test_durable_future_is_none_once_durable_and_resolves_after_the_sync(
+    tmp_path: Path, opened: Callable[..., WriteAheadLog]
+) -> None:
+    recorder = SyncRecorder()
+    log = opened(tmp_path, sync_file=recorder)
+
+    async def main() -> None:
+        seq = log.append_deferred(b"x")
+        future = log.durable_future(seq)
+        assert future is not None
+        await future
+        assert recorder.completed() == 1 and log.durable_seq == seq
+        assert log.durable_future(seq) is None
+        with pytest.raises(ValueError):
+            log.durable_future(seq + 1)
+
+    asyncio.run(main())

@@ -34,7 +34,8 @@ CHILD = textwrap.dedent(
         index = 0
         while True:
             payload = f"{name}:{index}".encode() * 3
-            seq = log.append(payload)
+            # odd workers queue their records (append_deferred): the flush writes them
+            seq = log.append_deferred(payload) if name % 2 else log.append(payload)
             log.wait_durable(seq)
             with out_lock:
                 sys.stdout.write(f"{seq} {payload.decode()}\\n")
