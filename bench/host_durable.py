@@ -150,15 +150,21 @@ def raw_fsync(directory: Path, seconds: float) -> tuple[float, float, float, int
 
 def in_memory(setup: list[cmds.Command], ops: list[Op]) -> tuple[float, Exchange]:
     """Seconds to build and apply `ops` on a bare Exchange (setup excluded), and the exchange."""
+    seconds, _, ex = in_memory_timed(setup, ops)
+    return seconds, ex
+
+
+def in_memory_timed(setup: list[cmds.Command], ops: list[Op]) -> tuple[float, float, Exchange]:
+    """`in_memory`, with this thread's CPU seconds beside the wall-clock ones."""
     ex = Exchange()
     for cmd in setup:
         assert ex.apply(cmd).code is None
     ids = [0] * len(ops)
     apply = ex.apply
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.thread_time()
     for index, op in enumerate(ops):
         apply(to_command(op, index, ex.next_order_id, ids))
-    return time.perf_counter() - started, ex
+    return time.perf_counter() - started, time.thread_time() - cpu_started, ex
 
 
 def open_host(directory: Path, policy: FsyncPolicy) -> OrderbookHost:
@@ -179,6 +185,8 @@ class HostRun:
     wal_records: int
     fsyncs: int
     state_hash: str
+    loop_cpu_s: float = 0.0  # the event-loop thread's CPU time
+    other_cpu_s: float = 0.0  # every other thread's (the WAL flusher: writes, fsync calls)
 
 
 async def drive_host(
@@ -208,9 +216,11 @@ async def drive_host(
             if t1 > deadline:
                 return
 
-    started = time.perf_counter()
+    started, loop_cpu, all_cpu = time.perf_counter(), time.thread_time(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(inflight)))
     elapsed = time.perf_counter() - started
+    loop_cpu = time.thread_time() - loop_cpu
+    all_cpu = time.process_time() - all_cpu
     return HostRun(
         done=len(latencies),
         elapsed_s=elapsed,
@@ -218,6 +228,8 @@ async def drive_host(
         wal_records=host.wal.metrics.records - records_before,
         fsyncs=host.wal.metrics.fsync_count - fsyncs_before,
         state_hash="",  # filled in outside any profile
+        loop_cpu_s=loop_cpu,
+        other_cpu_s=max(0.0, all_cpu - loop_cpu),
     )
 
 
@@ -231,9 +243,12 @@ def run_host(
     seconds: float,
     loop: str = "uvloop",
     profile: cProfile.Profile | None = None,
+    without_wal: bool = False,
 ) -> HostRun:
     directory = Path(tempfile.mkdtemp(prefix=f"{label}-", dir=base))
     host = open_host(directory, policy)
+    if without_wal:
+        skip_the_wal(host.wal)
     try:
         if profile is not None:
             profile.enable()
@@ -248,6 +263,19 @@ def run_host(
     finally:
         host.wal.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def skip_the_wal(wal: WriteAheadLog) -> None:
+    """What-if only (never in the product): the host's own path with durability taken out —
+    records are numbered but neither written nor synced — so the table can show what the WAL
+    and fsync cost on top of the host's other work (routing, sequencing, asyncio)."""
+
+    def numbered_only(payload: bytes) -> int:
+        wal._last_seq += 1
+        return wal._last_seq
+
+    wal.append_deferred = numbered_only  # type: ignore[method-assign]
+    wal.durable_future = lambda seq: None  # type: ignore[method-assign]
 
 
 def engine_build() -> str:
@@ -322,7 +350,8 @@ def main(argv: list[str] | None = None) -> None:
 
         header = (
             f"{'path':<28}{'in flight':>10}{'ops':>10}{'ops/s':>12}{'in-mem ops/s':>14}{'ratio':>8}"
-            f"{'p50 ms':>9}{'p99 ms':>9}{'rec/fsync':>10}{'hash':>6}"
+            f"{'p50 ms':>9}{'p99 ms':>9}{'rec/fsync':>10}{'cpu us/op':>10}{'mem cpu':>8}{'cpu ratio':>10}"
+            f"{'hash':>6}"
         )
         print(header)
         print("-" * len(header))
@@ -331,25 +360,41 @@ def main(argv: list[str] | None = None) -> None:
             ("host, fsync=always", "always", k, False) for k in widths
         ]
         rows.append(("host, fsync=every_n (no wait)", "every_n", widest, False))
+        rows.append(("what-if: host without WAL", "always", widest, True))
         profile = cProfile.Profile() if args.profile else None
-        for label, policy, k, _ in rows:
+        for label, policy, k, without_wal in rows:
             use_profile = profile if (policy == "always" and k == widest) else None
-            run = run_host(base, f"{policy}-{k}", policy, setup, ops, k, seconds, args.loop, use_profile)
+            if without_wal:
+                use_profile = None
+            run = run_host(
+                base, f"{policy}-{k}", policy, setup, ops, k, seconds, args.loop, use_profile, without_wal
+            )
             # the same prefix, in memory: same state, and the rate on exactly that work
-            prefix_s, ex = in_memory(setup, ops[: run.done])
+            prefix_s, prefix_cpu_s, ex = in_memory_timed(setup, ops[: run.done])
             prefix_rate = run.done / prefix_s
+            host_cpu_us = (run.loop_cpu_s + run.other_cpu_s) / run.done * 1e6
+            mem_cpu_us = prefix_cpu_s / run.done * 1e6
             rate = run.done / run.elapsed_s
             same = "ok" if ex.state_hash() == run.state_hash else "DIFF"
             per_fsync = run.wal_records / run.fsyncs if run.fsyncs else float("nan")
             print(
                 f"{label:<28}{k:>10}{run.done:>10,}{rate:>12,.0f}{prefix_rate:>14,.0f}"
                 f"{rate / prefix_rate:>8.1%}{percentile_ms(run.latencies_s, 0.5):>9.2f}"
-                f"{percentile_ms(run.latencies_s, 0.99):>9.2f}{per_fsync:>10.1f}{same:>6}"
+                f"{percentile_ms(run.latencies_s, 0.99):>9.2f}{per_fsync:>10.1f}{host_cpu_us:>10.2f}"
+                f"{mem_cpu_us:>8.2f}{mem_cpu_us / host_cpu_us:>10.1%}{same:>6}"
             )
         print("\nratio = host ops/s / in-memory ops/s on the same prefix (target >= 50 %).")
         print(
+            "cpu us/op = the host process's CPU per op (all threads: loop + WAL flusher); mem cpu = "
+            "the in-memory engine's; cpu ratio = mem cpu / cpu us/op (steadier than wall time when busy)."
+        )
+        print(
             "ops include refusals (e.g. cancels of filled orders), which the host answers without "
             "a WAL record; rec/fsync = WAL records per data fsync (group commit)."
+        )
+        print(
+            "what-if (bench only): the same host path with WAL writes and fsyncs taken out; fsync=always "
+            "at the same width over it = what durability costs on top of the host's own work."
         )
         if profile is not None:
             print_breakdown(profile)

@@ -98,9 +98,10 @@ def payload_as_is(channel: str, body: Any) -> dict[str, Any]:
 class ChannelLog:
     """One channel's last sequence number and its most recent entries (bounded)."""
 
-    __slots__ = ("buffer", "last_sequence")
+    __slots__ = ("buffer", "last_sequence", "name")
 
-    def __init__(self, buffer_size: int, last_sequence: int = 0) -> None:
+    def __init__(self, buffer_size: int, last_sequence: int = 0, name: str = "") -> None:
+        self.name = name
         self.last_sequence = last_sequence
         self.buffer: deque[Entry] = deque(maxlen=buffer_size)
 
@@ -159,7 +160,7 @@ class RealtimeHub:
     def channel_log(self, channel: str, last_sequence: int = 0) -> ChannelLog:
         """A new channel's log (callers look in `channels` first)."""
         size = self.private_buffer_size if is_private(channel) else self.buffer_size
-        log = self.channels[channel] = ChannelLog(size, last_sequence)
+        log = self.channels[channel] = ChannelLog(size, last_sequence, channel)
         return log
 
     # -- sequencing (runs on apply, live and in replay) --------------------------------
