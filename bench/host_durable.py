@@ -14,6 +14,7 @@ prefix (same commands, same order), so the rows measure the same work.
 Full run:  `.venv/bin/python -m bench.host_durable`
 Quick run: `.venv/bin/python -m bench.host_durable --quick`
 Profile:   `.venv/bin/python -m bench.host_durable --profile`   (cProfile of the widest row)
+Compiled:  `.venv/bin/python -m bench.host_durable --mypyc DIR`  (engine built with mypyc into DIR)
 Options:   `--seconds S` per host row (default 4; quick 1), `--inflight 1,16,64,256`,
            `--dir PATH` (filesystem to test; default the temp dir), `--seed N`.
 """
@@ -28,6 +29,7 @@ import os
 import pstats
 import random
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import uvloop
 
+from bench import compiled
 from emlib.blobstore.local import LocalBlobStore
 from orderbook_host import host as host_module
 from orderbook_host.engine import commands as cmds
@@ -278,13 +281,6 @@ def skip_the_wal(wal: WriteAheadLog) -> None:
     wal.durable_future = lambda seq: None  # type: ignore[method-assign]
 
 
-def engine_build() -> str:
-    """Which engine imports: the mypyc build (a .so beside the sources or on PYTHONPATH) or pure Python."""
-    import orderbook_host.engine.exchange as module
-
-    return f"mypyc ({module.__file__})" if str(module.__file__).endswith(".so") else "pure Python"
-
-
 # Where a submit's time goes: cumulative time of the host's steps (they do not nest in each other).
 BREAKDOWN = (
     ("Exchange.apply (engine)", "engine/exchange.py", "apply"),
@@ -325,7 +321,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inflight", default="1,16,64,256")
     parser.add_argument("--dir", type=Path, default=None, help="where the WALs go (default: temp dir)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--mypyc",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run on the mypyc-built engine (built into DIR)",
+    )
     args = parser.parse_args(argv)
+    if args.mypyc is not None:
+        raise SystemExit(
+            compiled.rerun_compiled(
+                args.mypyc.resolve(), "bench.host_durable", compiled.strip_mypyc(sys.argv[1:])
+            )
+        )
     seconds = args.seconds if args.seconds is not None else (1.0 if args.quick else 4.0)
     widths = [int(x) for x in args.inflight.split(",")]
     ops_n = 60_000 if args.quick else 400_000
@@ -345,7 +354,9 @@ def main(argv: list[str] | None = None) -> None:
             f"disk: os.write(100 B) + fdatasync  p50 {fs_p50:.3f} ms  p99 {fs_p99:.3f} ms  "
             f"max {fs_max:.3f} ms  ({fs_n} samples)"
         )
-        print(f"in-memory Exchange.apply over all ops: {mem_rate:,.0f} ops/s; engine {engine_build()}")
+        print(
+            f"in-memory Exchange.apply over all ops: {mem_rate:,.0f} ops/s; engine {compiled.engine_build()}"
+        )
         print(f"event loop: {args.loop}\n")
 
         header = (

@@ -17,6 +17,7 @@ directly (fsync_policy every_n, so generation is quick). A snapshot is taken aft
 
 Full run:  `.venv/bin/python -m bench.host_recovery`            (1,000,000 records / resting orders)
 Quick run: `.venv/bin/python -m bench.host_recovery --quick`    (100,000)
+Compiled:  `.venv/bin/python -m bench.host_recovery --mypyc DIR` (engine built with mypyc into DIR)
 Options:   `--records N`, `--resting N`, `--accounts N` (default 1,000), `--dir PATH`, `--seed N`,
            `--skip-memory`, `--skip-ready`.
 """
@@ -37,6 +38,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bench import compiled
 from bench.host_durable import SYMBOLS, TS_BASE_MS
 from bench.host_http import start_server, stop_server
 from emlib.blobstore.local import LocalBlobStore
@@ -255,7 +257,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-ready", action="store_true")
     parser.add_argument("--memory-child", choices=("host", "engine"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--mypyc",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run on the mypyc-built engine (built into DIR)",
+    )
     args = parser.parse_args(argv)
+    if args.mypyc is not None:
+        raise SystemExit(
+            compiled.rerun_compiled(
+                args.mypyc.resolve(), "bench.host_recovery", compiled.strip_mypyc(sys.argv[1:])
+            )
+        )
     if args.memory_child:
         memory_child(args.dir, args.memory_child)
         return
@@ -264,6 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     resting = args.resting or default_n
 
     base = Path(tempfile.mkdtemp(prefix="bench-host-recovery-", dir=args.dir))
+    print(f"engine: {compiled.engine_build()}")
     try:
         mixed_dir = base / "mixed"
         gen_s = build_data_dir(mixed_dir, "mixed", records, args.accounts, args.seed)

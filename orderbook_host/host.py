@@ -203,12 +203,10 @@ class OrderbookHost:
     def recover(self) -> None:
         """Newest usable snapshot, then every WAL record after it.
 
-        Sequence numbers come out exactly as the live path gave them, but the host does the
-        minimum per record: apply it to the engine, count its events per channel, and keep the
-        events (engine objects) where something will read them — the journal's last
-        `journal_size` records, and each buffered channel's last `buffer_size` messages. Those
-        buffered messages are rendered to payloads once at the end. No payload, route or
-        envelope per replayed event (that was 88 % of recovery time).
+        Each record goes through the live path's own `_sequence`, so sequence numbers, the
+        market channels' replay buffers and the journal come out exactly as they were; none
+        of it renders a payload or an envelope (messages keep the engine's events), which
+        once was 88 % of recovery time.
 
         The cyclic GC is paused meanwhile: replay allocates millions of long-lived objects and
         each full collection would walk all of them (half the replay time at 300 k records).
@@ -236,59 +234,18 @@ class OrderbookHost:
         )
 
     def _replay_tail(self) -> int:
-        hub = self.hub
-        logs = hub.channels
-        # Messages still in a buffer at the end, as (seq, ts_ms, event), by channel; rendered last.
-        pending: dict[str, deque[tuple[int, int, ev.Event]]] = {}
-        agent_counts: dict[str, int] = {}  # agent channels without a buffer: counters only
-        agent_buffered = hub.private_buffer_size > 0
-
-        def keep(name: str, ts_ms: int, event: ev.Event) -> None:
-            log = logs.get(name) or hub.channel_log(name)
-            log.last_sequence += 1
-            if log.buffer.maxlen:
-                waiting = pending.get(name)
-                if waiting is None:
-                    waiting = pending[name] = deque(maxlen=log.buffer.maxlen)
-                waiting.append((log.last_sequence, ts_ms, event))
-
-        def agent(name: str, ts_ms: int, event: ev.Event) -> None:
-            if agent_buffered:
-                keep(name, ts_ms, event)
-            else:
-                agent_counts[name] = agent_counts.get(name, 0) + 1
-
+        """Apply every record after the restored state and sequence its messages exactly as the
+        live path did (`_sequence`: counters, the market buffers' last entries, the journal)."""
         apply = self.exchange.apply
         decode = cmds.decode_command
-        journal_append = self.journal.append
-        kinds = _KINDS
+        sequence = self._sequence
         replayed = 0
-        last_seq = self.applied_seq
         for seq, payload in self.wal.replay(self.applied_seq + 1):
             cmd = decode(payload)
             outcome = apply(cmd)
             assert outcome.code is None, f"a logged command was refused on replay (seq {seq}): {outcome.code}"
+            sequence(seq, _event_ts_ms(cmd), outcome.events)  # the messages were published before
             replayed += 1
-            last_seq = seq
-            ts_ms = _event_ts_ms(cmd)
-            events = outcome.events
-            journal_append((seq, ts_ms, events))
-            for event in events:
-                kind = kinds.get(type(event), _AGENT)
-                if kind is _AGENT:
-                    agent(f"agent:{event.account}", ts_ms, event)  # type: ignore[union-attr]
-                    continue
-                keep(f"market:{event.symbol}", ts_ms, event)  # type: ignore[union-attr]
-                if kind is _ORDER:
-                    agent(f"agent:{event.account}", ts_ms, event)  # type: ignore[union-attr]
-                elif kind is _TRADE:
-                    agent(f"agent:{event.taker_account}", ts_ms, event)  # type: ignore[union-attr]
-                    if event.maker_account != event.taker_account:  # type: ignore[union-attr]
-                        agent(f"agent:{event.maker_account}", ts_ms, event)  # type: ignore[union-attr]
-        hub.advance(agent_counts)
-        for name, waiting in pending.items():
-            logs[name].buffer.extend(waiting)
-        self.applied_seq = last_seq
         return replayed
 
     def _restore_newest_snapshot(self) -> int | None:
