@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     replay_buffer_size: int = Field(10_000, alias="REPLAY_BUFFER_SIZE", ge=1)
     # Keep the whole WAL (read models rebuild from seq 1) unless pruning is asked for.
     wal_prune: bool = Field(False, alias="WAL_PRUNE")
-    journal_size: int = Field(100_000, alias="JOURNAL_SIZE", ge=1)
+    journal_size: int = Field(20_000, alias="JOURNAL_SIZE", ge=1)
 
     # playwright runner
     chromium_path: str = Field("/usr/bin/chromium", alias="CHROMIUM_PATH")

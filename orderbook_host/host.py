@@ -134,7 +134,7 @@ def tune_gc_for_serving() -> None:
 
 
 def _event_ts_ms(cmd: cmds.Command) -> int:
-    return cmd.now_ms if isinstance(cmd, cmds.ExpireOrders) else cmd.ts_ms
+    return cmd.now_ms if type(cmd) is cmds.ExpireOrders else cmd.ts_ms  # type: ignore[union-attr]
 
 
 class Applied:
@@ -169,7 +169,7 @@ class OrderbookHost:
         hub: RealtimeHub,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         prune_wal: bool = True,
-        journal_size: int = 100_000,
+        journal_size: int = 20_000,
     ) -> None:
         self.shard_id = shard_id
         self.prune_wal = prune_wal
@@ -208,8 +208,9 @@ class OrderbookHost:
         of it renders a payload or an envelope (messages keep the engine's events), which
         once was 88 % of recovery time.
 
-        The cyclic GC is paused meanwhile: replay allocates millions of long-lived objects and
-        each full collection would walk all of them (half the replay time at 300 k records).
+        The cyclic GC is paused meanwhile and what was built is frozen after: replay allocates
+        millions of long-lived objects and each full collection would walk all of them (half the
+        replay time at 300 k records).
         """
         restored = self._restore_newest_snapshot()
         if restored is not None:
@@ -220,6 +221,11 @@ class OrderbookHost:
         try:
             replayed = self._replay_tail()
         finally:
+            # What replay built is the long-lived state. Left in the young generation, the first
+            # collection after re-enabling would walk all of it (0.3 s per 200 k records), and
+            # the older generations again later; freezing moves it out of every collection's way
+            # without walking it. (Refcounting still frees any of it that is dropped.)
+            gc.freeze()
             if gc_was_enabled:
                 gc.enable()
         self.replayed_records += replayed
@@ -244,7 +250,7 @@ class OrderbookHost:
             cmd = decode(payload)
             outcome = apply(cmd)
             assert outcome.code is None, f"a logged command was refused on replay (seq {seq}): {outcome.code}"
-            sequence(seq, _event_ts_ms(cmd), outcome.events)  # the messages were published before
+            sequence(seq, _event_ts_ms(cmd), outcome.events, False)  # published before the crash
             replayed += 1
         return replayed
 
@@ -290,8 +296,11 @@ class OrderbookHost:
             self.wal.last_seq,
         )
 
-    def _sequence(self, seq: int, ts_ms: int, events: list[ev.Event]) -> list[Sequenced]:
-        """Give each of a command's messages its channel's next number.
+    def _sequence(
+        self, seq: int, ts_ms: int, events: list[ev.Event], collect: bool = True
+    ) -> list[Sequenced]:
+        """Give each of a command's messages its channel's next number; return the messages
+        (`collect=False`, for WAL replay: number and buffer them, return nothing).
 
         The same routing as `channels_of`, written out: ~6 messages per order made the
         f-string channel names, the hub lookups and the calls per message a third of order
@@ -303,6 +312,7 @@ class OrderbookHost:
         self.journal.append((seq, ts_ms, events))
         markets, agents = self._market_logs, self._agent_logs
         kinds = _KINDS
+        agent_buffered = self.hub.private_buffer_size > 0
         out: list[Sequenced] = []
         put = out.append
         for event in events:
@@ -312,16 +322,18 @@ class OrderbookHost:
                 log = markets.get(symbol) or self._market_log(symbol)
                 n = log.last_sequence = log.last_sequence + 1
                 log.buffer.append((n, ts_ms, event))
-                put((log.name, n, ts_ms, event))
+                if collect:
+                    put((log.name, n, ts_ms, event))
                 if kind is _MARKET:
                     continue
                 if kind is _TRADE:
                     taker = event.taker_account  # type: ignore[union-attr]
                     log = agents.get(taker) or self._agent_log(taker)
                     n = log.last_sequence = log.last_sequence + 1
-                    if log.buffer.maxlen:
+                    if agent_buffered:
                         log.buffer.append((n, ts_ms, event))
-                    put((log.name, n, ts_ms, event))
+                    if collect:
+                        put((log.name, n, ts_ms, event))
                     account = event.maker_account  # type: ignore[union-attr]
                     if account == taker:
                         continue
@@ -331,9 +343,10 @@ class OrderbookHost:
                 account = event.account  # type: ignore[union-attr]
             log = agents.get(account) or self._agent_log(account)
             n = log.last_sequence = log.last_sequence + 1
-            if log.buffer.maxlen:
+            if agent_buffered:
                 log.buffer.append((n, ts_ms, event))
-            put((log.name, n, ts_ms, event))
+            if collect:
+                put((log.name, n, ts_ms, event))
         return out
 
     def _market_log(self, symbol: str) -> ChannelLog:
