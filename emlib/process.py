@@ -8,9 +8,9 @@ import signal
 _PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """For `Popen(preexec_fn=...)`: the kernel sends the child SIGTERM when its parent dies,
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """For `Popen(preexec_fn=...)`: the kernel sends the child `sig` when its parent dies,
     so a killed supervisor or test run leaves no orphan server. Only calls prctl, which is
     safe between fork and exec."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    libc.prctl(_PR_SET_PDEATHSIG, sig)

@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     fsync_every_n: int = Field(64, alias="FSYNC_EVERY_N", ge=1)
     fsync_interval_ms: int = Field(5, alias="FSYNC_INTERVAL_MS", ge=1)
     snapshot_interval_s: float = Field(10.0, alias="SNAPSHOT_INTERVAL_S", gt=0)
+    # ... or sooner, once this many WAL records came after the last one (bounds recovery time).
+    snapshot_every_records: int = Field(100_000, alias="SNAPSHOT_EVERY_RECORDS", ge=1)
+    # Encode snapshots in a forked child (copy-on-write) so order entry does not stall on them.
+    snapshot_in_child: bool = Field(True, alias="SNAPSHOT_IN_CHILD")
     # WAL segments roll at this size; retention deletes whole segments behind the snapshots.
     wal_segment_bytes: int = Field(64 * 1024 * 1024, alias="WAL_SEGMENT_BYTES", ge=4096)
     replay_buffer_size: int = Field(10_000, alias="REPLAY_BUFFER_SIZE", ge=1)

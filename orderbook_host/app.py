@@ -55,6 +55,7 @@ from orderbook_host.wal import WriteAheadLog
 _log = logging.getLogger("orderbook_host.app")
 SERVICE_NAME = "orderbook-host"
 EXPIRY_SWEEP_S = 1.0
+SNAPSHOT_CHECK_S = 0.5  # how often the snapshot loop looks at the record count
 
 # One place maps engine codes to HTTP statuses (codes.py documents each code).
 CODE_STATUS = {
@@ -102,6 +103,7 @@ def build_host(settings: Settings) -> OrderbookHost:
         hub=hub,
         prune_wal=settings.wal_prune,
         journal_size=settings.journal_size,
+        snapshot_in_child=settings.snapshot_in_child,
     )
     host.recover()
     # The recovered state (books, accounts, journal) lives as long as the process: move it out
@@ -134,7 +136,9 @@ def create_app(
         host = await asyncio.to_thread(host_factory, settings)
         state["host"] = host
         tasks = [
-            asyncio.create_task(_snapshot_loop(host, settings.snapshot_interval_s)),
+            asyncio.create_task(
+                _snapshot_loop(host, settings.snapshot_interval_s, settings.snapshot_every_records)
+            ),
             asyncio.create_task(_expiry_loop(host)),
         ]
         try:
@@ -391,9 +395,15 @@ def _check_account(account: str) -> None:
         raise ProblemError(422, "validation_error", "invalid account id")
 
 
-async def _snapshot_loop(host: OrderbookHost, interval_s: float) -> None:
+async def _snapshot_loop(host: OrderbookHost, interval_s: float, every_records: int) -> None:
+    """A snapshot every `interval_s`, or sooner once `every_records` WAL records came after the
+    last one (so a busy host's recovery replays a bounded tail)."""
+    last = time.monotonic()
     while True:
-        await asyncio.sleep(interval_s)
+        await asyncio.sleep(min(interval_s, SNAPSHOT_CHECK_S))
+        if time.monotonic() - last < interval_s and host.applied_seq - host.snapshot_seq < every_records:
+            continue
+        last = time.monotonic()
         try:
             seq = await host.take_snapshot()
             if seq is not None:

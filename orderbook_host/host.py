@@ -27,13 +27,18 @@ import hashlib
 import itertools
 import json
 import logging
+import os
+import signal
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from emlib.blobstore import BlobNotFoundError
+from emlib.process import die_with_parent
 from orderbook_host.engine import Exchange, Outcome
 from orderbook_host.engine import commands as cmds
 from orderbook_host.engine import events as ev
@@ -170,9 +175,11 @@ class OrderbookHost:
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         prune_wal: bool = True,
         journal_size: int = 20_000,
+        snapshot_in_child: bool = False,
     ) -> None:
         self.shard_id = shard_id
         self.prune_wal = prune_wal
+        self.snapshot_in_child = snapshot_in_child and hasattr(os, "fork")
         # (wal_seq, ts_ms, engine events) of recent commands, for read-model projectors
         self.journal: deque[tuple[int, int, list[ev.Event]]] = deque(maxlen=journal_size)
         self._log_replay: tuple[Exchange, int] = (Exchange(), 0)  # scratch engine, its WAL seq
@@ -478,13 +485,16 @@ class OrderbookHost:
     async def take_snapshot(self) -> int | None:
         """Snapshot the state at the current WAL position once that position is durable.
 
-        The state is encoded on the loop thread (a consistent cut between commands); the
-        write to the object store runs in a worker thread. Returns the covered seq.
+        The cut is taken between two commands on the loop thread. With `snapshot_in_child`
+        the process forks there and the child encodes its copy-on-write image of the state
+        while the loop goes on serving (encoding walks every resting order: ~0.65 s of
+        stalled order entry at 300 k orders when done inline). The write to the object store
+        runs in a worker thread. Returns the covered seq.
         """
         seq = self.applied_seq
         if seq == self.snapshot_seq or self.failed is not None:
             return None  # nothing new; or the state may hold a command the log never got
-        state = self._encode_state()
+        state = await self._encode_in_child() if self.snapshot_in_child else self._encode_state()
         await self.wal.wait_durable_async(seq)
         if self.wal.fsync_policy != "always":
             await asyncio.to_thread(self.wal.sync)
@@ -492,6 +502,41 @@ class OrderbookHost:
         self.snapshot_seq = seq
         await asyncio.to_thread(self._retain, seq)
         return seq
+
+    async def _encode_in_child(self) -> bytes:
+        """`_encode_state()` computed by a forked child into a scratch file beside the WAL.
+
+        The child runs only pure Python over its copy of the state (no locks other threads
+        may hold, no event loop, no object-store client) and leaves with `os._exit`.
+        """
+        fd, scratch = tempfile.mkstemp(prefix="snapshot-", suffix=".encoding", dir=self.wal.directory)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child
+                code = 1
+                try:
+                    gc.disable()
+                    # Hold nothing of the parent's: its WAL lock (flock) must go with the parent
+                    # (a restarted host must not find it held), and so must this child.
+                    os.closerange(3, fd)
+                    os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
+                    die_with_parent(signal.SIGKILL)
+                    data = memoryview(self._encode_state())
+                    while data:
+                        data = data[os.write(fd, data) :]
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(fd)
+            fd = -1
+            _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(f"snapshot child exited with status {os.waitstatus_to_exitcode(status)}")
+            return await asyncio.to_thread(Path(scratch).read_bytes)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            Path(scratch).unlink(missing_ok=True)
 
     def _retain(self, seq: int) -> None:
         self.snapshots.prune(self.shard_id, keep=2)
