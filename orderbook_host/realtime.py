@@ -178,15 +178,6 @@ class RealtimeHub:
         seq = self.append(channel, ts_ms, body)
         return make_envelope(channel, seq, ts_ms, self.producer, self.render(channel, body))
 
-    def advance(self, counts: dict[str, int]) -> None:
-        """Add `counts` messages to each channel's counter without keeping them (WAL replay of
-        records too old for any buffer)."""
-        for channel, n in counts.items():
-            log = self.channels.get(channel)
-            if log is None:
-                log = self.channel_log(channel)
-            log.last_sequence += n
-
     def last_sequence(self, channel: str) -> int:
         log = self.channels.get(channel)
         return log.last_sequence if log else 0
