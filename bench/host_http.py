@@ -2,24 +2,26 @@
 
 Question answered: what a client sees end to end — signed HTTP `POST /order` into
 `python -m orderbook_host` under `FSYNC_POLICY=always` — as (a) acknowledged orders/s from N
-concurrent closed-loop clients and (b) accept latency at a steady offered rate (default
-1,000 orders/s), set beside the disk's own fsync p99 (target: fsync p99 + 5 ms) and the
-seed's 200 ms bar.
+concurrent closed-loop connections and (b) accept latency at a steady offered rate (default
+1,000 orders/s), set beside the disk's own fsync p50/p99 (target: fsync p99 + 5 ms) and the
+seed's 200 ms bar, with the host's CPU per answered request.
 
-Open loop avoids coordinated omission: request i is due at `t0 + i / rate` and its latency is
-measured from that due time, so a stalled server (or a stalled client) shows up as latency
-instead of as fewer requests. The load generator runs in separate processes (`--clients`),
-each an httpx.AsyncClient on its own event loop. On a 2-core machine they compete with the
-server for CPU; the table reports each side's CPU use (100 % = one core busy) so a saturated
-client is visible. "lag p99" is how late the client actually sent against the timetable.
-An open-loop run stops waiting 30 s after its last send; requests still open then count as
+The default generators (`bench.http_load`) replay requests signed just before each row, so
+they cost ~0.03 ms (wrk) and ~0.1 ms (raw sockets) CPU per request instead of httpx's ~2 ms:
+(a) runs wrk when it is installed (`apt-get install wrk`; the table says when it is not and
+the raw-socket closed loop stands in); its latency is from each send (coordinated omission),
+so read (a) for throughput only. (b) is open loop on raw sockets: request i is due at
+`t0 + i / rate` and its latency runs from that due time, so a stalled host shows up as latency
+instead of as fewer requests. "lag p99" is how late the pacer handed requests over. An
+open-loop run stops waiting 30 s after its last send; requests still open then count as
 "unanswered" errors, with the latency they had reached (a lower bound).
+`--generator httpx` runs the previous Python clients (with cancels in the mix).
 
 Full run:  `.venv/bin/python -m bench.host_http`
 Quick run: `.venv/bin/python -m bench.host_http --quick`
 Profile:   `.venv/bin/python -m bench.host_http --quick --profile-server` (host under cProfile)
 Options:   `--seconds S` (default 10; quick 3), `--concurrency 16,64`, `--rate 1000`,
-           `--clients P` load-generator processes (default 1), `--dir PATH` (DATA_DIR's parent).
+           `--generator fast|httpx`, `--clients P` httpx processes, `--dir PATH` (DATA_DIR's parent).
 """
 
 from __future__ import annotations
