@@ -2,24 +2,26 @@
 
 Question answered: what a client sees end to end — signed HTTP `POST /order` into
 `python -m orderbook_host` under `FSYNC_POLICY=always` — as (a) acknowledged orders/s from N
-concurrent closed-loop clients and (b) accept latency at a steady offered rate (default
-1,000 orders/s), set beside the disk's own fsync p99 (target: fsync p99 + 5 ms) and the
-seed's 200 ms bar.
+concurrent closed-loop connections and (b) accept latency at a steady offered rate (default
+1,000 orders/s), set beside the disk's own fsync p50/p99 (target: fsync p99 + 5 ms) and the
+seed's 200 ms bar, with the host's CPU per answered request.
 
-Open loop avoids coordinated omission: request i is due at `t0 + i / rate` and its latency is
-measured from that due time, so a stalled server (or a stalled client) shows up as latency
-instead of as fewer requests. The load generator runs in separate processes (`--clients`),
-each an httpx.AsyncClient on its own event loop. On a 2-core machine they compete with the
-server for CPU; the table reports each side's CPU use (100 % = one core busy) so a saturated
-client is visible. "lag p99" is how late the client actually sent against the timetable.
-An open-loop run stops waiting 30 s after its last send; requests still open then count as
+The default generators (`bench.http_load`) replay requests signed just before each row, so
+they cost ~0.03 ms (wrk) and ~0.1 ms (raw sockets) CPU per request instead of httpx's ~2 ms:
+(a) runs wrk when it is installed (`apt-get install wrk`; the table says when it is not and
+the raw-socket closed loop stands in); its latency is from each send (coordinated omission),
+so read (a) for throughput only. (b) is open loop on raw sockets: request i is due at
+`t0 + i / rate` and its latency runs from that due time, so a stalled host shows up as latency
+instead of as fewer requests. "lag p99" is how late the pacer handed requests over. An
+open-loop run stops waiting 30 s after its last send; requests still open then count as
 "unanswered" errors, with the latency they had reached (a lower bound).
+`--generator httpx` runs the previous Python clients (with cancels in the mix).
 
 Full run:  `.venv/bin/python -m bench.host_http`
 Quick run: `.venv/bin/python -m bench.host_http --quick`
 Profile:   `.venv/bin/python -m bench.host_http --quick --profile-server` (host under cProfile)
 Options:   `--seconds S` (default 10; quick 3), `--concurrency 16,64`, `--rate 1000`,
-           `--clients P` load-generator processes (default 1), `--dir PATH` (DATA_DIR's parent).
+           `--generator fast|httpx`, `--clients P` httpx processes, `--dir PATH` (DATA_DIR's parent).
 """
 
 from __future__ import annotations
@@ -41,10 +43,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from bench.host_durable import SYMBOLS, percentile_ms, raw_fsync
+from bench.http_load import (
+    LoadResult,
+    OrderTarget,
+    order_bodies,
+    run_raw_closed,
+    run_raw_open,
+    run_wrk,
+    wrk_available,
+)
 from emlib.settings import Settings
 from emlib.signing_http import HmacAuth
 
@@ -52,6 +64,7 @@ ACCOUNTS_PER_CLIENT = 50
 DEPOSIT_MINOR = 10**12
 READY_TIMEOUT_S = 60.0
 OPEN_LOOP_GRACE_S = 30.0
+OPEN_LOOP_CONNECTIONS = 64
 
 
 def free_port() -> int:
@@ -369,6 +382,152 @@ def summarize(results: list[dict[str, Any]], server_cpu_s: float) -> Summary:
 
 # ---------------------------------------------------------------------------------- main
 
+CLOSED_LOOP_RATE_CAP = 8000  # requests rendered per second of a closed-loop row (wrk wraps past it)
+
+
+@dataclass
+class Row:
+    label: str
+    offered: str
+    generator: str
+    ok: int
+    refused: int
+    errors: int
+    wall_s: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    lag_p99_ms: float | None
+    server_cpu_s: float
+    client_cpu_s: float
+    codes: dict[str, int]
+    note: str = ""
+
+
+def row_from_summary(label: str, offered: str, s: Summary) -> Row:
+    return Row(
+        label,
+        offered,
+        "httpx",
+        s.ok,
+        s.refused,
+        s.errors,
+        s.wall_s,
+        percentile_ms(s.latencies_s, 0.5),
+        percentile_ms(s.latencies_s, 0.99),
+        max(s.latencies_s) * 1000,
+        percentile_ms(s.lags_s, 0.99) if s.lags_s else None,
+        s.server_cpu * s.wall_s,
+        s.client_cpu * s.wall_s,
+        s.codes,
+    )
+
+
+def row_from_load(label: str, offered: str, r: LoadResult, server_cpu_s: float) -> Row:
+    if r.percentiles_ms:  # wrk reports percentiles only
+        p50, p99, top = r.percentiles_ms[50.0], r.percentiles_ms[99.0], r.percentiles_ms[100.0]
+    else:
+        p50, p99 = percentile_ms(r.latencies_s, 0.5), percentile_ms(r.latencies_s, 0.99)
+        top = max(r.latencies_s) * 1000
+    note = r.note
+    if r.queued:
+        note = (note + "; " if note else "") + f"{r.queued:,} requests waited for a free connection"
+    return Row(
+        label,
+        offered,
+        r.generator,
+        r.ok,
+        r.refused,
+        r.errors,
+        r.wall_s,
+        p50,
+        p99,
+        top,
+        percentile_ms(r.lags_s, 0.99) if r.lags_s else None,
+        server_cpu_s,
+        r.cpu_s,
+        r.codes,
+        note,
+    )
+
+
+def print_rows(rows: list[Row]) -> None:
+    header = (
+        f"{'mode':<17}{'offered':>9}{'generator':>13}{'acked/s':>9}{'refused':>8}{'errors':>7}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'lag p99':>8}{'host CPU':>9}{'ms/req':>7}"
+        f"{'gen CPU':>8}{'ms/req':>7}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        answered = max(1, r.ok + r.refused)
+        lag = f"{r.lag_p99_ms:.1f}" if r.lag_p99_ms is not None else "-"
+        gen_cpu = f"{r.client_cpu_s / r.wall_s:>8.0%}{r.client_cpu_s / answered * 1000:>7.3f}"
+        print(
+            f"{r.label:<17}{r.offered:>9}{r.generator:>13}{r.ok / r.wall_s:>9,.0f}"
+            f"{r.refused:>8,}{r.errors:>7,}"
+            f"{r.p50_ms:>9.2f}{r.p99_ms:>9.2f}{r.max_ms:>9.1f}{lag:>8}{r.server_cpu_s / r.wall_s:>9.0%}"
+            f"{r.server_cpu_s / answered * 1000:>7.3f}{gen_cpu}"
+        )
+
+
+def fast_rows(
+    server: Server, widths: list[int], rate: float, seconds: float, seed: int, work: Path
+) -> tuple[list[Row], str]:
+    """Closed loop with wrk (raw sockets when wrk is absent), open loop with raw sockets."""
+    key = Settings().hmac_keys[-1]
+    url = urlsplit(server.url)
+    target = OrderTarget(url.hostname or "127.0.0.1", url.port or 80, key.id, key.secret.encode())
+    accounts = accounts_for(0)
+    pid = server.process.pid
+    have_wrk = wrk_available()
+    rows: list[Row] = []
+    for i, width in enumerate(widths):
+        bodies = order_bodies(accounts, int(CLOSED_LOOP_RATE_CAP * seconds), seed * 100 + i)
+        cpu0 = cpu_seconds(pid)
+        if have_wrk:
+            result = run_wrk(target, bodies, width, seconds, workdir=work)
+        else:
+            result = run_raw_closed(target, bodies, width, seconds)
+        rows.append(row_from_load("(a) closed loop", f"{width} conn", result, cpu_seconds(pid) - cpu0))
+    bodies = order_bodies(accounts, int(rate * seconds), seed * 100 + 99)
+    cpu0 = cpu_seconds(pid)
+    result = run_raw_open(target, bodies, rate, OPEN_LOOP_CONNECTIONS, OPEN_LOOP_GRACE_S)
+    rows.append(row_from_load("(b) open loop", f"{rate:,.0f}/s", result, cpu_seconds(pid) - cpu0))
+    load = (
+        "closed loop: "
+        + (
+            "wrk 4.1 (C) replaying"
+            if have_wrk
+            else "wrk NOT INSTALLED (apt-get install wrk); raw-socket replay of"
+        )
+        + " pre-signed requests, latency from each send (coordinated omission: throughput only); "
+        f"open loop: raw sockets, pre-signed requests, {OPEN_LOOP_CONNECTIONS} keep-alive connections, "
+        "latency from each due time. Orders only (90 % limit, 10 % market IOC), 50 accounts."
+    )
+    return rows, load
+
+
+def httpx_rows(
+    server: Server, clients: int, widths: list[int], rate: float, seconds: float, seed: int
+) -> tuple[list[Row], str]:
+    """The original generator: httpx.AsyncClient processes, signing per request, with cancels."""
+    pid = server.process.pid
+    rows: list[Row] = []
+    plan: list[tuple[str, str, int, float]] = [("closed", f"{k} conn", k, 0.0) for k in widths]
+    plan.append(("open", f"{rate:,.0f}/s", 0, rate))
+    for mode, offered, concurrency, r in plan:
+        cpu0 = cpu_seconds(pid)
+        results = run_clients(server.url, mode, clients, seconds, seed, concurrency, r)
+        s = summarize(results, cpu_seconds(pid) - cpu0)
+        label = "(a) closed loop" if mode == "closed" else "(b) open loop"
+        rows.append(row_from_summary(label, offered, s))
+    load = (
+        f"{clients} httpx.AsyncClient process(es), signing each request (~2 ms CPU each); "
+        "80 % limit, 10 % market, 10 % cancel of a resting order."
+    )
+    return rows, load
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.host_http", description=__doc__.split("\n")[0])
@@ -376,7 +535,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=None)
     parser.add_argument("--concurrency", default="16,64")
     parser.add_argument("--rate", type=float, default=1000.0)
-    parser.add_argument("--clients", type=int, default=1, help="load-generator processes")
+    parser.add_argument(
+        "--generator",
+        choices=("fast", "httpx"),
+        default="fast",
+        help="fast: wrk + raw sockets replaying pre-signed requests; httpx: the Python client",
+    )
+    parser.add_argument("--clients", type=int, default=1, help="httpx load-generator processes")
     parser.add_argument("--dir", type=Path, default=None)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--profile-server", action="store_true", help="run the host under cProfile")
@@ -401,8 +566,7 @@ def main(argv: list[str] | None = None) -> None:
         fs_p50, fs_p99, fs_max, fs_n = raw_fsync(data_dir, 2.0)
         profile_path = base / "host.prof" if args.profile_server else None
         server = start_server(data_dir, profile_to=profile_path)
-        set_up_markets(server.url, args.clients)
-        pid = server.process.pid
+        set_up_markets(server.url, args.clients if args.generator == "httpx" else 1)
         print(
             f"host: python -m orderbook_host, FSYNC_POLICY=always, DATA_DIR={data_dir}; "
             f"ready {server.ready_s:.2f} s after spawn (empty WAL)"
@@ -411,61 +575,39 @@ def main(argv: list[str] | None = None) -> None:
             f"disk: os.write(100 B) + fdatasync in DATA_DIR  p50 {fs_p50:.3f} ms  p99 {fs_p99:.3f} ms  "
             f"max {fs_max:.3f} ms ({fs_n} samples)"
         )
-        print(
-            f"load: {args.clients} client process(es), httpx.AsyncClient, HMAC-signed; {os.cpu_count()} "
-            "cores shared with the host\n"
-        )
-
-        header = (
-            f"{'mode':<17}{'offered':>9}{'acked/s':>9}{'refused':>8}{'errors':>7}{'p50 ms':>10}"
-            f"{'p99 ms':>10}{'max ms':>10}{'lag p99':>9}{'host CPU':>9}{'ms/req':>7}"
-            f"{'client CPU':>11}{'ms/req':>7}"
-        )
-        print(header)
-        print("-" * len(header))
-        rows: list[tuple[str, str, int, float]] = [("closed", f"{k} conc", k, 0.0) for k in widths]
-        rows.append(("open", f"{args.rate:,.0f}/s", 0, args.rate))
-        open_summary: Summary | None = None
-        codes_seen: list[tuple[str, str, dict[str, int]]] = []
-        for mode, offered, concurrency, rate in rows:
-            cpu0 = cpu_seconds(pid)
-            results = run_clients(server.url, mode, args.clients, seconds, args.seed, concurrency, rate)
-            s = summarize(results, cpu_seconds(pid) - cpu0)
-            lag = f"{percentile_ms(s.lags_s, 0.99):.1f}" if s.lags_s else "-"
-            label = "(a) closed loop" if mode == "closed" else "(b) open loop"
-            answered = max(1, s.ok + s.refused)
-            print(
-                f"{label:<17}{offered:>9}{s.ok / s.wall_s:>9,.0f}{s.refused:>8,}{s.errors:>7,}"
-                f"{percentile_ms(s.latencies_s, 0.5):>10.1f}{percentile_ms(s.latencies_s, 0.99):>10.1f}"
-                f"{max(s.latencies_s) * 1000:>10.1f}{lag:>9}{s.server_cpu:>9.0%}"
-                f"{s.server_cpu * s.wall_s / answered * 1000:>7.2f}{s.client_cpu:>11.0%}"
-                f"{s.client_cpu * s.wall_s / answered * 1000:>7.2f}"
-            )
-            codes_seen.append((label, offered, s.codes))
-            if mode == "open":
-                open_summary = s
-        if open_summary is not None:
-            p99 = percentile_ms(open_summary.latencies_s, 0.99)
+        if args.generator == "httpx":
+            rows, load = httpx_rows(server, args.clients, widths, args.rate, seconds, args.seed)
+        else:
+            rows, load = fast_rows(server, widths, args.rate, seconds, args.seed, base)
+        print(f"load: {load} {os.cpu_count()} cores shared with the host; {seconds:g} s per row\n")
+        print_rows(rows)
+        open_row = next((r for r in rows if r.label.startswith("(b)")), None)
+        if open_row is not None:
+            p99 = open_row.p99_ms
             print(
                 f"\nopen-loop accept p99 {p99:.2f} ms vs target fsync p99 + 5 ms = {fs_p99 + 5:.2f} ms "
                 f"({'met' if p99 <= fs_p99 + 5 else 'missed'}); seed bar 200 ms "
                 f"({'met' if p99 <= 200 else 'missed'})."
             )
-            if open_summary.client_cpu > 0.9 * args.clients:
-                print("note: a load generator was CPU-saturated; latencies include client queueing.")
-        for label, offered, codes in codes_seen:
-            if codes:
-                print(f"{label} {offered}: refused/errors by code: {dict(sorted(codes.items()))}")
+            if open_row.client_cpu_s > 0.9 * open_row.wall_s:
+                print("note: the load generator was CPU-saturated; latencies include client queueing.")
+        for r in rows:
+            if r.codes:
+                print(f"{r.label} {r.offered}: refused/errors by code: {dict(sorted(r.codes.items()))}")
+            if r.note:
+                print(f"{r.label} {r.offered}: {r.note}")
         print(
-            "acked = 2xx; refused = 4xx with a code (e.g. order_not_open: a cancel that lost a race "
-            "with a fill); CPU 100 % = one core busy; ms/req = CPU per answered request."
+            "acked = 2xx; refused = 4xx with a code; CPU 100 % = one core busy; ms/req = CPU per answered "
+            "request; lag p99 = how late the open-loop pacer handed requests over against the timetable."
         )
         if profile_path is not None:
             stop_server(server, signal.SIGINT)
             server = None
             out = io.StringIO()
-            pstats.Stats(str(profile_path), stream=out).sort_stats("tottime").print_stats(30)
-            print("\ncProfile of the host's event-loop thread over all rows (by own time):")
+            stats = pstats.Stats(str(profile_path), stream=out)
+            stats.sort_stats("tottime").print_stats(30)
+            stats.sort_stats("cumulative").print_stats(40)
+            print("\ncProfile of the host's event-loop thread over all rows (by own time, then cumulative):")
             print(out.getvalue())
     finally:
         if server is not None:

@@ -45,6 +45,7 @@ from emlib.signing import (
     Keyring,
     RememberNonce,
     VerifiedCaller,
+    VerifyFailure,
     signed_headers,
     verify,
 )
@@ -93,12 +94,18 @@ def require_signature(
             raise ProblemError(401, SIGNATURE_INVALID, "request path is not valid UTF-8") from None
         args = (keyring_provider(), request.method, path, request.headers, body, int(clock()), nonce_store)
         result = verify(*args) if inline else await run_in_threadpool(verify, *args)
-        if not isinstance(result, VerifiedCaller):
-            raise ProblemError(401, result.code, result.detail, headers={"WWW-Authenticate": "HMAC-SHA256"})
-        request.state.signed_caller = result
-        return result.key_id
+        caller = verified_or_problem(result)
+        request.state.signed_caller = caller
+        return caller.key_id
 
     return check_signature
+
+
+def verified_or_problem(result: VerifiedCaller | VerifyFailure) -> VerifiedCaller:
+    """The caller, or the 401 problem every signed route answers for a failed check."""
+    if not isinstance(result, VerifiedCaller):
+        raise ProblemError(401, result.code, result.detail, headers={"WWW-Authenticate": "HMAC-SHA256"})
+    return result
 
 
 async def signed_caller(request: Request) -> str:

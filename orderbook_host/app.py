@@ -14,11 +14,16 @@ import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import Depends, FastAPI, Query, WebSocket, WebSocketDisconnect
 from fastapi.responses import PlainTextResponse
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Message, Receive, Scope, Send
 
 from emlib.blobstore import open_blob_store
 from emlib.channel_tokens import verify_channel_token
@@ -28,7 +33,7 @@ from emlib.problems import ProblemError
 from emlib.service import create_service_app
 from emlib.settings import Settings, get_settings
 from emlib.signing import Keyring, VerifiedCaller, verify
-from emlib.signing_http import require_signature
+from emlib.signing_http import require_signature, verified_or_problem
 from orderbook_host import metrics as m
 from orderbook_host.engine import codes
 from orderbook_host.engine import commands as cmds
@@ -113,8 +118,13 @@ def build_host(settings: Settings) -> OrderbookHost:
 
 
 def create_app(
-    settings: Settings | None = None, host_factory: Callable[[Settings], OrderbookHost] = build_host
+    settings: Settings | None = None,
+    host_factory: Callable[[Settings], OrderbookHost] = build_host,
+    *,
+    lean_order_route: bool = True,
 ) -> FastAPI:
+    """The host's app. `lean_order_route=False` serves `POST /order` through FastAPI alone
+    (the reference the lean route is compared with in tests)."""
     settings = settings or get_settings()
     keyring = Keyring(settings.hmac_keys)
     nonces = NonceStore(MemoryKeyValueStore())
@@ -179,8 +189,8 @@ def create_app(
     # commands, and see a consistent cut. A plain `def` would run in a worker thread while the
     # loop mutates books and buffers (torn reads, "deque mutated during iteration").
 
-    @app.post("/order", status_code=201, dependencies=[signed], response_model=OrderAckOut)
-    async def place_order(body: OrderRequest) -> OrderAckOut:
+    async def accept_order(body: OrderRequest) -> dict[str, Any]:
+        """Place a validated, signed order; the ack in `OrderAckOut`'s field order."""
         check_shard(body.symbol)
         host = get_host()
         cmd = cmds.PlaceOrder(
@@ -204,12 +214,29 @@ def create_app(
         assert ack is not None
         if applied.outcome.code is not None:
             raise refused(applied.outcome.code, client_order_id=body.client_order_id)
-        payload = ack.to_payload()
-        payload.pop("code", None)
         sequence = applied.channel_sequence(f"market:{body.symbol}") or applied.channel_sequence(
             f"agent:{body.account}"
         )
-        return OrderAckOut(**payload, sequence_number=sequence)
+        return {
+            "server_order_id": ack.server_order_id,
+            "client_order_id": ack.client_order_id,
+            "status": ack.status,
+            "filled_quantity": ack.filled_quantity,
+            "remaining_quantity": ack.remaining_quantity,
+            "fills": [f.to_payload() for f in ack.fills],
+            "duplicate": ack.duplicate,
+            "sequence_number": sequence,
+        }
+
+    @app.post("/order", status_code=201, dependencies=[signed], response_model=OrderAckOut)
+    async def place_order(body: OrderRequest) -> OrderAckOut:
+        """The reference route (and the OpenAPI entry); `LeanOrderRoute` serves well-formed orders."""
+        return OrderAckOut(**await accept_order(body))
+
+    if lean_order_route:
+        order_route = next(r for r in app.router.routes if isinstance(r, APIRoute) and r.path == "/order")
+        lean = LeanOrderRoute(order_route, keyring, nonces, accept_order)
+        app.router.routes.insert(0, Route("/order", lean, methods=["POST"], include_in_schema=False))
 
     @app.post("/cancel", dependencies=[signed])
     async def cancel_order(body: CancelRequest) -> dict[str, Any]:
@@ -388,6 +415,88 @@ def create_app(
         await _serve_socket(ws, get_host, keyring, nonces, settings)
 
     return app
+
+
+class LeanOrderRoute:
+    """`POST /order` without FastAPI's per-request machinery, for the common case only.
+
+    FastAPI's route spends more CPU per order (dependency solving, body and response models)
+    than the host's own work. This ASGI endpoint takes a request whose target is exactly
+    `/order`, whose Content-Type is exactly `application/json` and whose body parses and
+    validates as `OrderRequest`; it then verifies the signature with the same `verify` and the
+    same 401 problem as `require_signature`, places the order with the same `accept_order`,
+    and answers the same JSON bytes. Anything else (malformed, invalid, other media types, a
+    query string, an escaped path) goes to the FastAPI route untouched, before any nonce is
+    recorded, so every refusal keeps its exact wording. It sits inside the same middleware
+    (request id, body limit, problem handlers), so raised `ProblemError`s answer as before.
+    """
+
+    def __init__(
+        self,
+        reference: APIRoute,
+        keyring: Keyring,
+        nonces: NonceStore,
+        accept: Callable[[OrderRequest], Awaitable[dict[str, Any]]],
+    ) -> None:
+        self.reference = reference
+        self.keyring = keyring
+        self.nonces = nonces
+        self.accept = accept
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await _read_body(receive)
+        order = _well_formed_order(scope, body)
+        if order is None:
+            _, child_scope = self.reference.matches(scope)
+            scope.update(child_scope)
+            await self.reference.handle(scope, _replay(body, receive), send)
+            return
+        # Header names arrive lower-cased; like `verify` over Starlette's headers, the last
+        # of a repeated header wins.
+        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        now_s = int(time.time())
+        verified_or_problem(verify(self.keyring, "POST", "/order", headers, body, now_s, self.nonces))
+        ack = await self.accept(order)
+        content = json.dumps(ack, separators=(",", ":"), ensure_ascii=False).encode()
+        await Response(content, status_code=201, media_type="application/json")(scope, receive, send)
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    replayed = False
+
+    async def replay() -> Message:
+        nonlocal replayed
+        if not replayed:
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _well_formed_order(scope: Scope, body: bytes) -> OrderRequest | None:
+    """The order when the lean route may serve it, else None (the FastAPI route answers)."""
+    if scope.get("raw_path") != b"/order" or scope.get("query_string"):
+        return None
+    content_type = next((value for name, value in scope["headers"] if name == b"content-type"), None)
+    if content_type != b"application/json":
+        return None
+    try:
+        return OrderRequest.model_validate(json.loads(body))
+    except (ValueError, ValidationError, RecursionError):
+        return None
 
 
 def _check_account(account: str) -> None:

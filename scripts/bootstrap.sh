@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the product and its tests need on a fresh machine: Debian packages
-# (chromium for the Playwright runner, redis-server for the Upstash protocol tests),
-# a virtual env in .venv and the Python dependencies. Safe to run again: each step is
-# skipped when already done.
+# (chromium for the Playwright runner; with --dev also redis-server for the Upstash protocol
+# tests and wrk for bench.host_http), a virtual env in .venv and the Python dependencies.
+# Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +10,7 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ "${1:-}" = "--dev" ]; then
   command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+  command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)  # bench.host_http's closed loop
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "bootstrap: installing Debian packages: ${need_apt[*]}"
