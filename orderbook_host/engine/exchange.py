@@ -749,8 +749,11 @@ class Exchange:
             return self._reject(cmd, codes.FOK_NOT_FILLABLE)
         # Accepted. Only now does the id count as used: a refusal changes no state at all.
         self.last_order_id = oid
+        # One int object for the id, shared by the dedup table and the order index. Pure Python
+        # shares it anyway; compiled, every store of a native int boxes a new 32-byte object.
+        key: Any = oid
         if coid is not None:
-            a.dedup[coid] = oid
+            a.dedup[coid] = key
         a.cash_minor -= need
         a.reserved_minor += need
         if a.stamp != self._stamp:
@@ -784,7 +787,7 @@ class Exchange:
                 self._release(o, left, m)
                 self._events.append(OrderCancelled(m.symbol, a.account_id, oid, reason, left, 0, o.filled))
                 return OrderAck(oid, coid, "cancelled", o.filled, 0, fills, None, False)
-            self._rest(o, m, a)
+            self._rest(o, m, a, key)
             return OrderAck(
                 oid,
                 coid,
@@ -799,18 +802,18 @@ class Exchange:
         status = "filled" if o.filled == qty else "cancelled"
         return OrderAck(oid, coid, status, o.filled, 0, fills, None, False)
 
-    def _rest(self, o: Order, m: Market, a: Account) -> None:
+    def _rest(self, o: Order, m: Market, a: Account, key: Any) -> None:
+        """Put ``o`` on its level and in the indexes; ``key`` is ``o.oid`` as an object."""
         book = m.book
         terms = o.terms
         side = terms.side
         level = (book.bids if side == BUY else book.asks).level_for_insert(o.price)
         level.orders.append(o)
         level.total += o.remaining
-        oid = o.oid
-        self.orders[oid] = o
+        self.orders[key] = o
         a.orders.append(o)
         if terms.expire_at_ms:
-            heappush(self._expiry, (terms.expire_at_ms, oid))
+            heappush(self._expiry, (terms.expire_at_ms, key))
         self._events.append(BookLevel(m.symbol, SIDE_NAMES[side], level.price, level.total))
 
     @staticmethod
@@ -1093,7 +1096,7 @@ class Exchange:
         fills: list[Fill] = []
         self._match(n, m, opp, STP_CANCEL_OLDEST, cmd.ts_ms, fills)
         if n.remaining:
-            self._rest(n, m, a)
+            self._rest(n, m, a, n.oid)
             return None, self._open_ack(n, tuple(fills))
         return None, OrderAck(n.oid, None, "filled", n.filled, 0, tuple(fills), None, False)
 
