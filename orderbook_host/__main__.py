@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlsplit
 
 import uvicorn
 
+import orderbook_host.engine.exchange as engine_module
 from emlib.settings import get_settings
 from orderbook_host.app import create_app
+
+_log = logging.getLogger("orderbook_host")
+
+
+def engine_build() -> str:
+    """Which build of the matching engine this process imported: a mypyc build imports as a
+    ``.so`` extension module (``scripts/build_engine.py``), the sources as ``.py``."""
+    return "mypyc" if (engine_module.__file__ or "").endswith(".so") else "pure Python"
 
 
 def main() -> None:
     settings = get_settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    _log.info("matching engine: %s (%s)", engine_build(), engine_module.__file__)
     url = urlsplit(settings.orderbook_url)
     uvicorn.run(
         create_app(settings),
