@@ -7,13 +7,11 @@ benchmark starts — memory children, `python -m orderbook_host` — imports it 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bench import _engine_build
 
 
 def engine_build() -> str:
@@ -24,24 +22,16 @@ def engine_build() -> str:
     return f"mypyc ({path})" if path.endswith(".so") else "pure Python"
 
 
-def ensure_build(where: Path) -> None:
-    """`scripts/build_engine.py --into where`, unless a build is there already."""
-    if list((where / "orderbook_host" / "engine").glob("exchange.*.so")):
-        return
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "build_engine.py"), "--into", str(where)],
-        check=True,
-        capture_output=True,
-    )
-    print(f"mypyc build of the engine into {where}: {time.perf_counter() - started:.1f} s", flush=True)
-
-
 def rerun_compiled(where: Path, module: str, argv: list[str]) -> int:
-    """Run `python -m module argv` (argv without --mypyc) on the build in `where`; its exit code."""
-    ensure_build(where)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(where), str(REPO)])}
-    return subprocess.run([sys.executable, "-m", module, *argv], cwd=where, env=env).returncode
+    """Run `python -m module argv` (argv without --mypyc) on a current build in `where`
+    (built first if missing or stale); its exit code."""
+    error = _engine_build.ensure_build(where)
+    if error is not None:
+        print(f"mypyc build into {where} failed: {error}", file=sys.stderr)
+        return 1
+    return subprocess.run(
+        [sys.executable, "-m", module, *argv], cwd=where, env=_engine_build.build_env(where)
+    ).returncode
 
 
 def strip_mypyc(argv: list[str]) -> list[str]:

@@ -9,8 +9,8 @@ of 1..99 so books cross often) is generated once and fed to every engine in the 
 
 ``--mypyc`` adds a row for our engine compiled with mypyc: ``scripts/build_engine.py --into``
 builds a copy of the engine (in DIR, or a temporary directory; a DIR already holding a build
-is reused) and the same workload runs in a subprocess that imports that copy, so the working
-tree stays pure Python.
+is reused while its sources match the checkout's) and the same workload runs in a subprocess
+that imports that copy, so the working tree stays pure Python.
 
 Peers are optional: an engine whose package does not import is listed with the reason.
 Peers do no risk checks, no self-trade prevention and no event output, and most are
@@ -26,7 +26,6 @@ import cProfile
 import gc
 import json
 import logging
-import os
 import pstats
 import random
 import subprocess
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import orderbook_host.engine.exchange as exchange_module
+from bench._engine_build import build_env, ensure_build
 from orderbook_host.engine import CancelOrder, CreateMarket, Deposit, Exchange, PlaceOrder
 
 # A workload event: ("L", sym, is_buy, price, qty, acct) | ("M", sym, is_buy, qty, acct) | ("C", target)
@@ -282,23 +282,14 @@ def engine_build() -> str:
 
 def run_ours_mypyc(args: argparse.Namespace) -> tuple[float | None, str]:
     """Our engine built with mypyc, timed in a subprocess; (events/s or None, note)."""
-    repo = Path(__file__).resolve().parent.parent
     with contextlib.ExitStack() as stack:
         where = Path(args.mypyc) if args.mypyc else Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        if not list((where / "orderbook_host" / "engine").glob("exchange.*.so")):
-            t0 = time.perf_counter()
-            built = subprocess.run(
-                [sys.executable, str(repo / "scripts" / "build_engine.py"), "--into", str(where)],
-                capture_output=True,
-                text=True,
-            )
-            if built.returncode:
-                return None, f"build failed: {built.stderr.strip().splitlines()[-1:]}"
-            print(f"mypyc build of the engine: {time.perf_counter() - t0:.1f} s", flush=True)
+        error = ensure_build(where.resolve())
+        if error:
+            return None, error
         cmd = [sys.executable, "-m", "bench.matching", "--ours-only", "--events", str(args.events)]
         cmd += ["--seed", str(args.seed), "--repeat", str(args.repeat)]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(where), str(repo)])}
-        ran = subprocess.run(cmd, cwd=where, env=env, capture_output=True, text=True)
+        ran = subprocess.run(cmd, cwd=where, env=build_env(where.resolve()), capture_output=True, text=True)
         if ran.returncode:
             return None, f"run failed: {ran.stderr.strip().splitlines()[-1:]}"
         result = json.loads(ran.stdout.strip().splitlines()[-1])

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from devstack.engine_build import EngineChoice, prepare
 from emlib.db.embedded import EmbeddedPostgres
 from emlib.db.migrate import migrate
 from emlib.process import die_with_parent
@@ -36,6 +37,7 @@ class ServiceSpec:
     name: str
     argv: list[str]
     ready_url: str
+    env: dict[str, str] = field(default_factory=dict)  # on top of the stack's environment
 
 
 @dataclass
@@ -50,13 +52,21 @@ def _host_port(url: str) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or 80
 
 
-def service_specs(settings: Settings) -> list[ServiceSpec]:
+def service_specs(
+    settings: Settings, engine: EngineChoice | None = None, env: dict[str, str] | None = None
+) -> list[ServiceSpec]:
     py = sys.executable
     ob_host, ob_port = _host_port(settings.orderbook_url)
     pw_host, pw_port = _host_port(settings.playwright_runner_url)
     fn = f"http://{settings.functions_host}:{settings.functions_port}"
+    engine = engine or EngineChoice("pure Python", "not asked")
     return [
-        ServiceSpec("orderbook-host", [py, "-m", "orderbook_host"], f"http://{ob_host}:{ob_port}/ready"),
+        ServiceSpec(
+            "orderbook-host",
+            engine.host_argv(),
+            f"http://{ob_host}:{ob_port}/ready",
+            engine.host_env(dict(os.environ) if env is None else env),
+        ),
         ServiceSpec(
             "playwright-runner", [py, "-m", "playwright_runner"], f"http://{pw_host}:{pw_port}/ready"
         ),
@@ -104,10 +114,12 @@ class Supervisor:
         applied = migrate(database_url)
         self.out(f"migrations    {len(applied)} applied")
         env = dict(os.environ, DATABASE_URL=database_url, DATA_DIR=str(self.settings.data_dir))
-        for spec in service_specs(self.settings):
+        engine = prepare(self.settings.data_dir / "cache" / "engine-mypyc", self.settings.orderbook_engine)
+        self.out(f"engine        {engine.build} ({engine.note})")
+        for spec in service_specs(self.settings, engine, env):
             process = subprocess.Popen(
                 spec.argv,
-                env=env,
+                env={**env, **spec.env},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 preexec_fn=die_with_parent,  # only calls prctl: safe between fork and exec

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     functions_host: str = Field("127.0.0.1", alias="FUNCTIONS_HOST")
     functions_port: int = Field(8100, alias="FUNCTIONS_PORT")
     orderbook_url: str = Field("http://127.0.0.1:8101", alias="ORDERBOOK_URL")
+    # devstack only: run the host on the mypyc-compiled engine ("auto": when it can be built).
+    orderbook_engine: Literal["auto", "mypyc", "pure"] = Field("auto", alias="ORDERBOOK_ENGINE")
     playwright_runner_url: str = Field("http://127.0.0.1:8102", alias="PLAYWRIGHT_RUNNER_URL")
 
     # HMAC: JSON list of {"id", "secret", "created_at_s"}; the newest key signs.

@@ -29,7 +29,7 @@ from heapq import heappop, heappush
 from typing import Any, Final
 
 from orderbook_host.engine import codes
-from orderbook_host.engine.book import BUY, SELL, SIDE_NAMES, Book, Level, Order, Side
+from orderbook_host.engine.book import BUY, SELL, SIDE_NAMES, Book, Level, Order, Side, Terms
 from orderbook_host.engine.commands import (
     MARKET_KINDS,
     SETTABLE_STATUSES,
@@ -82,6 +82,10 @@ STP_CANCEL_BOTH: Final = 2
 STP_DECREMENT: Final = 3
 _STP_CODES: Final = {name: i for i, name in enumerate(STP_MODES)}
 _SIDE_CODES: Final = {"buy": BUY, "sell": SELL}
+
+
+def _order_id(o: Order) -> int:
+    return o.oid
 
 
 def _is_int(value: object) -> bool:
@@ -152,7 +156,24 @@ class Position:
 
 
 class Account:
-    __slots__ = ("account_id", "cash_minor", "dedup", "orders", "positions", "reserved_minor", "stamp")
+    """Cash, positions, client order ids and resting orders of one account.
+
+    ``orders`` lists the account's resting order records in the order they rested, plus records
+    that have since left the book (``remaining == 0``; ``dead_orders`` counts them) until a
+    rebuild drops them: a list costs ~8 B per order where an ``oid -> Order`` dict cost ~37 B
+    (and, compiled, a second boxed int key). Lookups by id go through ``Exchange.orders``.
+    """
+
+    __slots__ = (
+        "account_id",
+        "cash_minor",
+        "dead_orders",
+        "dedup",
+        "orders",
+        "positions",
+        "reserved_minor",
+        "stamp",
+    )
 
     def __init__(self, account_id: str) -> None:
         self.account_id = account_id
@@ -160,7 +181,8 @@ class Account:
         self.reserved_minor = 0
         self.positions: dict[str, Position] = {}
         self.dedup: dict[str, int] = {}  # client_order_id -> server_order_id (accepted orders)
-        self.orders: dict[int, Order] = {}  # open orders
+        self.orders: list[Order] = []  # resting records, and dead ones (remaining == 0)
+        self.dead_orders = 0
         self.stamp = 0
 
     def position(self, symbol: str) -> Position:
@@ -168,6 +190,19 @@ class Account:
         if pos is None:
             pos = self.positions[symbol] = Position(self.account_id, symbol)
         return pos
+
+    def order_gone(self) -> None:
+        """One of ``orders`` left the book; rebuild the list once dead records are the majority
+        (amortised O(1) per order, so the list stays proportional to resting orders)."""
+        dead = self.dead_orders + 1
+        if dead > 16 and dead * 2 > len(self.orders):
+            self.orders = [o for o in self.orders if o.remaining]
+            dead = 0
+        self.dead_orders = dead
+
+    def resting(self) -> list[Order]:
+        """The account's resting orders, oldest ``server_order_id`` first."""
+        return sorted((o for o in self.orders if o.remaining), key=_order_id)
 
 
 class Exchange:
@@ -285,7 +320,7 @@ class Exchange:
         a = self.accounts.get(account_id)
         if a is None:
             return []
-        return [self.order_view(o) for _, o in sorted(a.orders.items())]
+        return [self.order_view(o) for o in a.resting()]
 
     def order_view(self, o: Order) -> dict[str, Any]:
         return {
@@ -398,13 +433,13 @@ class Exchange:
             a.dedup = dict(dedup)
         for oid, acct_id, sym, side, price, remaining, filled, lock, expire_at_ms, post_only in raw["orders"]:
             m = ex.markets[sym]
-            o = Order(oid, acct_id, m.book, side, price, remaining, lock, expire_at_ms, post_only)
+            o = Order(oid, acct_id, m.book.terms_for(side, post_only, expire_at_ms), price, remaining, lock)
             o.filled = filled
             level = m.book.side(side).level_for_insert(price)
             level.orders.append(o)
             level.total += remaining
             ex.orders[oid] = o
-            ex.accounts[acct_id].orders[oid] = o
+            ex.accounts[acct_id].orders.append(o)
             if expire_at_ms:
                 heappush(ex._expiry, (expire_at_ms, oid))
         return ex
@@ -447,7 +482,7 @@ class Exchange:
         Collateralised units of a sell go first, locked long units last.
         """
         a = self.accounts[o.account]
-        if o.side == BUY:
+        if o.terms.side == BUY:
             r = o.price * m.multiplier_minor * units
             a.reserved_minor -= r
             a.cash_minor += r
@@ -475,7 +510,7 @@ class Exchange:
         self._release(o, qty, m)
         level.dead += 1
         del self.orders[o.oid]
-        del self.accounts[o.account].orders[o.oid]
+        self.accounts[o.account].order_gone()
         self._events.append(OrderCancelled(m.symbol, o.account, o.oid, reason, qty, 0, o.filled))
 
     def _drop_level_if_empty(self, side: Side, level: Level) -> None:
@@ -714,8 +749,11 @@ class Exchange:
             return self._reject(cmd, codes.FOK_NOT_FILLABLE)
         # Accepted. Only now does the id count as used: a refusal changes no state at all.
         self.last_order_id = oid
+        # One int object for the id, shared by the dedup table and the order index. Pure Python
+        # shares it anyway; compiled, every store of a native int boxes a new 32-byte object.
+        key: Any = oid
         if coid is not None:
-            a.dedup[coid] = oid
+            a.dedup[coid] = key
         a.cash_minor -= need
         a.reserved_minor += need
         if a.stamp != self._stamp:
@@ -725,7 +763,11 @@ class Exchange:
             pos = a.positions[m.symbol]
             pos.locked += lock
             self._touch_pos(pos)
-        o = Order(oid, a.account_id, book, side, price, qty, lock, expire_at_ms, post_only)
+        if expire_at_ms:
+            terms = Terms(book, side, post_only, expire_at_ms)
+        else:
+            terms = book.post_only_terms[side] if post_only else book.plain_terms[side]
+        o = Order(oid, a.account_id, terms, price, qty, lock)
         self._events.append(
             OrderAccepted(m.symbol, a.account_id, oid, coid, cmd.side, order_type, price, qty, tif, cmd.ts_ms)
         )
@@ -745,7 +787,7 @@ class Exchange:
                 self._release(o, left, m)
                 self._events.append(OrderCancelled(m.symbol, a.account_id, oid, reason, left, 0, o.filled))
                 return OrderAck(oid, coid, "cancelled", o.filled, 0, fills, None, False)
-            self._rest(o, m, a)
+            self._rest(o, m, a, key)
             return OrderAck(
                 oid,
                 coid,
@@ -760,17 +802,18 @@ class Exchange:
         status = "filled" if o.filled == qty else "cancelled"
         return OrderAck(oid, coid, status, o.filled, 0, fills, None, False)
 
-    def _rest(self, o: Order, m: Market, a: Account) -> None:
+    def _rest(self, o: Order, m: Market, a: Account, key: Any) -> None:
+        """Put ``o`` on its level and in the indexes; ``key`` is ``o.oid`` as an object."""
         book = m.book
-        side = o.side
+        terms = o.terms
+        side = terms.side
         level = (book.bids if side == BUY else book.asks).level_for_insert(o.price)
         level.orders.append(o)
         level.total += o.remaining
-        oid = o.oid
-        self.orders[oid] = o
-        a.orders[oid] = o
-        if o.expire_at_ms:
-            heappush(self._expiry, (o.expire_at_ms, oid))
+        self.orders[key] = o
+        a.orders.append(o)
+        if terms.expire_at_ms:
+            heappush(self._expiry, (terms.expire_at_ms, key))
         self._events.append(BookLevel(m.symbol, SIDE_NAMES[side], level.price, level.total))
 
     @staticmethod
@@ -797,9 +840,9 @@ class Exchange:
         """Trade ``taker`` against the opposite side. Returns True if self-trade prevention
         stopped it (its remainder must then be cancelled, not rested)."""
         limit = taker.price
-        is_buy = taker.side == BUY
+        is_buy = taker.terms.side == BUY
         opp_name = SIDE_NAMES[SELL if is_buy else BUY]
-        taker_side = SIDE_NAMES[taker.side]
+        taker_side = SIDE_NAMES[BUY if is_buy else SELL]
         # Hot-loop locals; trade_seq and last_trade are written back once at the end.
         stamp = self._stamp
         touched_accounts = self._touched_accounts
@@ -855,7 +898,7 @@ class Exchange:
                         else:
                             q.popleft()
                             del orders[maker.oid]
-                            del ta.orders[maker.oid]
+                            ta.order_gone()
                             events.append(
                                 OrderCancelled(
                                     symbol, maker.account, maker.oid, REASON_STP, d, 0, maker.filled
@@ -940,7 +983,7 @@ class Exchange:
                 if not maker.remaining:
                     q.popleft()
                     del orders[maker.oid]
-                    del ma.orders[maker.oid]
+                    ma.order_gone()
             events.append(BookLevel(symbol, opp_name, price, level.total))
             self._drop_level_if_empty(opp, level)
             if stopped:
@@ -1030,7 +1073,7 @@ class Exchange:
             return codes.INSUFFICIENT_FUNDS, None
         # Take the order out of its level (it loses priority) and swap reservations. The old
         # record stays in the deque as a dead entry; the order goes on as a new record.
-        n = Order(o.oid, o.account, o.book, o.side, price, qty, new_lock, o.expire_at_ms, o.post_only)
+        n = Order(o.oid, o.account, o.terms, price, qty, new_lock)
         n.filled = o.filled
         old_lock = o.lock
         o.remaining = 0
@@ -1040,7 +1083,7 @@ class Exchange:
         self._book_event(m, o.side, level)
         self._drop_level_if_empty(side, level)
         del self.orders[o.oid]
-        del a.orders[o.oid]
+        a.order_gone()
         a.cash_minor += old_res - need
         a.reserved_minor += need - old_res
         if new_lock != old_lock:
@@ -1053,7 +1096,7 @@ class Exchange:
         fills: list[Fill] = []
         self._match(n, m, opp, STP_CANCEL_OLDEST, cmd.ts_ms, fills)
         if n.remaining:
-            self._rest(n, m, a)
+            self._rest(n, m, a, n.oid)
             return None, self._open_ack(n, tuple(fills))
         return None, OrderAck(n.oid, None, "filled", n.filled, 0, tuple(fills), None, False)
 

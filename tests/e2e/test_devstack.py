@@ -39,6 +39,8 @@ class Stack:
             ORDERBOOK_URL=f"http://127.0.0.1:{self.ports['orderbook']}",
             PLAYWRIGHT_RUNNER_URL=f"http://127.0.0.1:{self.ports['runner']}",
             SNAPSHOT_INTERVAL_S="1",
+            # Tests run the pure engine unless told otherwise (devstack would build mypyc).
+            ORDERBOOK_ENGINE=os.environ.get("ORDERBOOK_ENGINE", "pure"),
         )
         self.lines: list[str] = []
         self.process: subprocess.Popen[str] | None = None
@@ -109,6 +111,9 @@ def test_first_command_runs_everything_and_ctrl_c_leaves_nothing(server_tmp_path
         book = _book(stack, "US-CPI-2026-12")
         assert book["bids"] == [[41, 50], [40, 120]]
         assert book["asks"] == [[44, 80], [46, 200]]
+        engine = "mypyc" if stack.env["ORDERBOOK_ENGINE"] == "mypyc" else "pure Python"
+        assert any(line.startswith(f"engine        {engine} (") for line in stack.lines)
+        assert any(f"matching engine: {engine} (" in line for line in stack.lines)
         children = stack.descendants()
         assert len(children) >= 4  # three services, PostgreSQL, Chromium under the runner
     finally:

@@ -16,7 +16,7 @@ from infra.validate import TEMPLATE_PATH, errors_in, load_template, validate
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Only meaningful on a developer machine (folders, local ports, where Chromium lives).
-LOCAL_ONLY = {"DATA_DIR", "FUNCTIONS_HOST", "FUNCTIONS_PORT", "CHROMIUM_PATH"}
+LOCAL_ONLY = {"DATA_DIR", "FUNCTIONS_HOST", "FUNCTIONS_PORT", "CHROMIUM_PATH", "ORDERBOOK_ENGINE"}
 # Read only by the orderbook host; they belong on its ECS task, not on the Lambda function.
 ORDERBOOK_ONLY = {
     "ORDERBOOK_SHARD_ID",

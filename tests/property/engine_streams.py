@@ -219,8 +219,14 @@ def check_invariants(ex: Exchange, net_deposits_minor: int) -> None:
             )
             key = (o.account, m.symbol)
             expected_locked[key] = expected_locked.get(key, 0) + o.lock
+    by_account: dict[str, list[int]] = {a: [] for a in ex.accounts}
+    for oid, o in ex.orders.items():
+        by_account[o.account].append(oid)
     for acct_id, a in ex.accounts.items():
         assert a.cash_minor >= 0, (acct_id, a.cash_minor)
+        # The account's record list (dead records dropped lazily) lists exactly its resting orders.
+        assert [o.oid for o in a.resting()] == sorted(by_account[acct_id])
+        assert a.dead_orders == sum(1 for o in a.orders if not o.remaining)
         assert a.reserved_minor == expected_reserved[acct_id], (
             acct_id,
             a.reserved_minor,

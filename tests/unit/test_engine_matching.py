@@ -202,3 +202,28 @@ def test_duplicate_client_order_id_returns_first_order() -> None:
     assert t.place("b", "buy", 1, 50, client_order_id="abc-1").ack.duplicate is False  # type: ignore[union-attr]
     assert t.place("a", "buy", 1, 0, client_order_id="zz").code == "invalid_price"
     assert t.place("a", "buy", 1, 50, client_order_id="zz").ok
+
+
+def test_open_orders_stay_exact_while_the_account_list_drops_dead_records() -> None:
+    """An account's resting orders are a list with dead records dropped lazily: whatever mix of
+    fills, cancels and replaces removed them, open_orders lists exactly the resting ones, oldest
+    id first, and the list does not keep growing with orders that have left the book."""
+    t = Ex("a", "b", cash_minor=10**9)
+    ids = []
+    for i in range(200):
+        ack = t.place("a", "buy", 2, 10 + i % 30).ack
+        assert ack is not None
+        ids.append(ack.server_order_id)
+    for oid in ids[:150]:
+        assert t.ex.apply(CancelOrder("a", oid, 99)).ok
+    # A replace that moves the price re-queues the order under its old id.
+    assert t.ex.apply(ReplaceOrder("a", ids[160], 3, 99, price=5)).ok
+    out = t.place("b", "sell", 2 * 20, 10)  # fills the 20 best bids
+    assert len(trades(out.events)) == 20
+    resting = t.ex.open_orders("a")
+    expected = sorted(oid for oid in ids[150:] if t.ex.get_order(oid) is not None)
+    assert len(expected) == 30 and ids[160] in expected
+    assert [o["server_order_id"] for o in resting] == expected
+    assert all(o["remaining_quantity"] > 0 for o in resting)
+    records = t.ex.accounts["a"].orders
+    assert len(records) <= 2 * len(expected) + 17
