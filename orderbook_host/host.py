@@ -380,7 +380,8 @@ class OrderbookHost:
 
         The engine changes no state when it refuses, so applying before the append is safe;
         and since nothing awaits between apply and append, WAL order is apply order. The
-        command is encoded before it is applied, so an unencodable one changes nothing. If
+        command is encoded before it is applied (orjson refuses ints past 64 bits, which
+        every engine bound excludes: such a command is refused, never logged). If
         the append fails the in-memory state is ahead of the log: the host is marked failed
         and must restart (recovery rebuilds it from the log).
 
@@ -392,10 +393,16 @@ class OrderbookHost:
         """
         if self.failed is not None:
             raise RuntimeError("the host failed earlier and must restart") from self.failed
-        record = cmds.encode_command(cmd)
+        try:
+            record: bytes | None = cmds.encode_command(cmd)
+        except TypeError:  # an int past 64 bits: out of every engine bound, so refused below
+            record = None
         outcome = self.exchange.apply(cmd)
         if outcome.code is not None:
             return Applied(outcome, None, _NO_MESSAGES)
+        if record is None:
+            self.failed = RuntimeError(f"the engine accepted a command the WAL cannot encode: {cmd!r}")
+            raise self.failed
         if not outcome.events and isinstance(cmd, cmds.ExpireOrders):
             return Applied(outcome, None, _NO_MESSAGES)  # the periodic sweep found nothing due: log nothing
         wal = self.wal

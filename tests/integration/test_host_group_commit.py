@@ -130,3 +130,28 @@ def test_a_cancelled_caller_still_gets_its_messages_published_in_order(tmp_path:
         assert all("account" not in e["payload"] for e in published)  # public channel
     finally:
         host.wal.close()
+
+
+def test_ints_past_64_bits_are_refused_and_log_nothing(tmp_path: Path) -> None:
+    host = _host(tmp_path, SlowSync())
+
+    async def main() -> list[str | None]:
+        await _setup(host)
+        huge = 10**30
+        codes = []
+        for cmd in (
+            cmds.PlaceOrder(host.next_order_id(), "acct-1", SYMBOL, "buy", huge, NOW_MS, price=50),
+            cmds.PlaceOrder(host.next_order_id(), "acct-1", SYMBOL, "buy", 1, NOW_MS, price=huge),
+            cmds.Deposit("acct-1", huge, NOW_MS),
+        ):
+            applied = await host.submit(cmd)
+            assert applied.wal_seq is None
+            codes.append(applied.outcome.code)
+        return codes
+
+    try:
+        codes = asyncio.run(main())
+        assert all(codes), codes  # each refused with its code
+        assert host.wal.last_seq == 5 and host.failed is None  # the set-up only
+    finally:
+        host.wal.close()
