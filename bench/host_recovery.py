@@ -124,21 +124,27 @@ def mixed_stream(ex: Exchange, n: int, accounts: int, seed: int) -> Iterator[cmd
         yield cmd
 
 
-def resting_stream(ex: Exchange, n: int, accounts: int, seed: int) -> Iterator[cmds.Command]:
-    """`n` limit orders that never cross (buys 1..49, sells 51..99): all of them rest."""
+def resting_stream(
+    ex: Exchange, n: int, accounts: int, seed: int, client_ids: bool = True
+) -> Iterator[cmds.Command]:
+    """`n` limit orders that never cross (buys 1..49, sells 51..99): all of them rest; each with
+    a client_order_id unless `client_ids` is False (the engine keeps one per account per id)."""
     rng = random.Random(seed)
     for index in range(1, n + 1):
         side = "buy" if index % 2 else "sell"
         price = rng.randint(1, 49) if side == "buy" else rng.randint(51, 99)
         cmd = cmds.PlaceOrder(
             ex.next_order_id, f"acct-{rng.randrange(accounts)}", SYMBOLS[index % len(SYMBOLS)], side,
-            rng.randint(1, 20), TS_BASE_MS + index, price=price, client_order_id=f"r{index}",
+            rng.randint(1, 20), TS_BASE_MS + index, price=price,
+            client_order_id=f"r{index}" if client_ids else None,
         )  # fmt: skip
         assert ex.apply(cmd).code is None
         yield cmd
 
 
-def build_data_dir(data_dir: Path, kind: str, n: int, accounts: int, seed: int) -> float:
+def build_data_dir(
+    data_dir: Path, kind: str, n: int, accounts: int, seed: int, client_ids: bool = True
+) -> float:
     """Set-up records, a snapshot after them, then `n` generated records. Returns seconds taken."""
     started = time.perf_counter()
     setup = setup_commands(accounts)
@@ -149,7 +155,11 @@ def build_data_dir(data_dir: Path, kind: str, n: int, accounts: int, seed: int) 
     host.recover()
     assert asyncio.run(host.take_snapshot()) == len(setup)
     ex = host.exchange
-    stream = mixed_stream(ex, n, accounts, seed) if kind == "mixed" else resting_stream(ex, n, accounts, seed)
+    stream = (
+        mixed_stream(ex, n, accounts, seed)
+        if kind == "mixed"
+        else resting_stream(ex, n, accounts, seed, client_ids)
+    )
     wal = host.wal
     encode = cmds.encode_command
     for cmd in stream:
@@ -328,23 +338,26 @@ def main(argv: list[str] | None = None) -> None:
 
         if not args.skip_memory:
             shutil.rmtree(mixed_dir, ignore_errors=True)
-            rest_dir = base / "resting"
-            gen_s = build_data_dir(rest_dir, "resting", resting, args.accounts, args.seed)
-            host_mem = measure_memory(rest_dir, "host")
-            engine_mem = measure_memory(rest_dir, "engine")
+            for client_ids in (True, False):
+                rest_dir = base / f"resting-{'ids' if client_ids else 'no-ids'}"
+                gen_s = build_data_dir(rest_dir, "resting", resting, args.accounts, args.seed, client_ids)
+                host_mem = measure_memory(rest_dir, "host")
+                engine_mem = measure_memory(rest_dir, "engine")
+                shutil.rmtree(rest_dir, ignore_errors=True)
+                print(
+                    f"\nmemory at {resting:,} resting orders, {'each with' if client_ids else 'without'} a "
+                    f"client_order_id ({args.accounts:,} accounts; RSS delta in a fresh process, after gc; "
+                    f"WAL generated in {gen_s:.1f} s):"
+                )
+                header = f"{'what':<52}{'resting':>10}{'RSS delta MB':>14}{'B/order':>9}"
+                print(header)
+                print("-" * len(header))
+                for label, m in (("engine alone (Exchange.apply)", engine_mem),
+                                 ("host (recover: engine + realtime replay buffers)", host_mem)):  # fmt: skip
+                    per = m["rss_delta"] / max(1, m["resting"])
+                    print(f"{label:<52}{m['resting']:>10,}{m['rss_delta'] / 1e6:>14,.0f}{per:>9,.0f}")
             print(
-                f"\nmemory at {resting:,} resting orders ({args.accounts:,} accounts; RSS delta in a fresh "
-                f"process, after gc; WAL generated in {gen_s:.1f} s):"
-            )
-            header = f"{'what':<52}{'resting':>10}{'RSS delta MB':>14}{'B/order':>9}"
-            print(header)
-            print("-" * len(header))
-            for label, m in (("engine alone (Exchange.apply)", engine_mem),
-                             ("host (recover: engine + realtime replay buffers)", host_mem)):  # fmt: skip
-                per = m["rss_delta"] / max(1, m["resting"])
-                print(f"{label:<52}{m['resting']:>10,}{m['rss_delta'] / 1e6:>14,.0f}{per:>9,.0f}")
-            print(
-                f"host replay buffers: {host_mem['envelopes']:,} envelopes retained over "
+                f"host replay buffers: {host_mem['envelopes']:,} messages retained over "
                 f"{host_mem['channels']:,} channels (REPLAY_BUFFER_SIZE={REPLAY_BUFFER_SIZE:,} per channel); "
                 "target <= 300 B/order."
             )
