@@ -252,12 +252,16 @@ class OrderbookHost:
         apply = self.exchange.apply
         decode = cmds.decode_command
         sequence = self._sequence
+        # Records older than the journal's window would only pass through it: keeping their
+        # events until evicted costs more than freeing them at once (cold memory later).
+        journal_from = self.wal.last_seq - (self.journal.maxlen or 0)
         replayed = 0
         for seq, payload in self.wal.replay(self.applied_seq + 1):
             cmd = decode(payload)
             outcome = apply(cmd)
             assert outcome.code is None, f"a logged command was refused on replay (seq {seq}): {outcome.code}"
-            sequence(seq, _event_ts_ms(cmd), outcome.events, False)  # published before the crash
+            # False: the messages were published before the crash
+            sequence(seq, _event_ts_ms(cmd), outcome.events, False, seq > journal_from)
             replayed += 1
         return replayed
 
@@ -304,10 +308,11 @@ class OrderbookHost:
         )
 
     def _sequence(
-        self, seq: int, ts_ms: int, events: list[ev.Event], collect: bool = True
+        self, seq: int, ts_ms: int, events: list[ev.Event], collect: bool = True, journal: bool = True
     ) -> list[Sequenced]:
         """Give each of a command's messages its channel's next number; return the messages
-        (`collect=False`, for WAL replay: number and buffer them, return nothing).
+        (`collect=False`, for WAL replay: number and buffer them, return nothing). `journal`:
+        keep the events for `/events` (replay skips records the journal would drop anyway).
 
         The same routing as `channels_of`, written out: ~6 messages per order made the
         f-string channel names, the hub lookups and the calls per message a third of order
@@ -316,7 +321,8 @@ class OrderbookHost:
         self.applied_seq = seq
         # The journal and the channel buffers keep the engine's (slotted, immutable) events, a
         # fraction of the size of payload dicts; payloads are rendered when someone reads.
-        self.journal.append((seq, ts_ms, events))
+        if journal:
+            self.journal.append((seq, ts_ms, events))
         markets, agents = self._market_logs, self._agent_logs
         kinds = _KINDS
         agent_buffered = self.hub.private_buffer_size > 0
