@@ -529,6 +529,40 @@ def httpx_rows(
     return rows, load
 
 
+def print_host_pauses(url: str) -> None:
+    """What stopped the host's event loop over the whole run, from its /metrics: cyclic GC pauses
+    by generation (count, total, largest bucket) and snapshots taken."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    parts = []
+    for gen in ("0", "1", "2"):
+        count = samples.get(f'orderbook_gc_pause_seconds_count{{generation="{gen}"}}', 0.0)
+        if not count:
+            continue
+        total = samples.get(f'orderbook_gc_pause_seconds_sum{{generation="{gen}"}}', 0.0)
+        top = min(
+            (
+                float(name.split('le="')[1].split('"')[0])
+                for name, value in samples.items()
+                if name.startswith("orderbook_gc_pause_seconds_bucket")
+                and f'generation="{gen}"' in name
+                and value >= count
+            ),
+            default=float("inf"),
+        )
+        parts.append(f"gen{gen} {count:.0f} pauses, {total * 1000:.0f} ms in all, each <= {top * 1000:g} ms")
+    snapshots = samples.get("orderbook_snapshots_total", 0.0)
+    cut_ms = samples.get("orderbook_snapshot_pause_seconds_sum", 0.0) * 1000
+    print(
+        f"host pauses over the run: {'; '.join(parts) or 'no GC pause'}; {snapshots:.0f} snapshots taken, "
+        f"their cuts (fork) stopped the loop {cut_ms:.1f} ms in all"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.host_http", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -600,6 +634,7 @@ def main(argv: list[str] | None = None) -> None:
             "acked = 2xx; refused = 4xx with a code; CPU 100 % = one core busy; ms/req = CPU per answered "
             "request; lag p99 = how late the open-loop pacer handed requests over against the timetable."
         )
+        print_host_pauses(server.url)
         if profile_path is not None:
             stop_server(server, signal.SIGINT)
             server = None

@@ -9,6 +9,7 @@ import uvicorn
 
 import orderbook_host.engine.exchange as engine_module
 from emlib.settings import Settings, get_settings
+from orderbook_host import metrics
 from orderbook_host.app import build_host, create_app
 from orderbook_host.host import OrderbookHost, tune_gc_for_serving
 
@@ -16,6 +17,7 @@ from orderbook_host.host import OrderbookHost, tune_gc_for_serving
 def _build_serving_host(settings: Settings) -> OrderbookHost:
     host = build_host(settings)  # recovers
     tune_gc_for_serving()
+    metrics.watch_gc()
     return host
 
 

@@ -516,7 +516,7 @@ async def _snapshot_loop(host: OrderbookHost, interval_s: float, every_records: 
         try:
             seq = await host.take_snapshot()
             if seq is not None:
-                m.note_snapshot()
+                m.note_snapshot(host.last_snapshot_pause_s)
         except Exception:
             _log.exception("snapshot failed; will retry")
 

@@ -122,20 +122,34 @@ _KINDS: dict[type, str] = {
 }
 
 
-# The host allocates a few short-lived containers per event and keeps millions of long-lived,
-# acyclic ones (resting orders, journal, buffers). With CPython's default thresholds (700, 10,
-# 10) the young generation is collected every few commands and older ones walk the whole book:
-# 20 % of durable order entry in bench.host_durable and its p99 spikes (68 ms at 256 in flight).
-GC_THRESHOLDS = (100_000, 50, 100)
+# Cyclic GC policy of the serving process. The host keeps millions of long-lived, acyclic
+# objects (resting orders, journal, buffers); every collection that walks them stops the loop.
+# Measured with bench.host_http (orderbook_gc_pause_seconds): thresholds (100_000, 50, 100)
+# made collections rare but each young one walked ~100 k objects (up to 250-500 ms: open-loop
+# p99 150-270 ms); CPython's defaults with full collections walking the whole post-recovery
+# heap paused up to 250 ms. Default thresholds, and freezing what survives each full
+# collection, keep every pause under ~25-50 ms (p99 ~7 ms at 1,000 orders/s) at ~15 % of
+# in-process throughput (bench.host_durable).
+GC_THRESHOLDS = (700, 10, 10)
 
 
 def tune_gc_for_serving() -> None:
     """Call once the state is recovered, in the serving process only: collect, move everything
-    alive into the permanent generation (later collections never walk it), and collect the
-    young generation less often. Not for a process that builds many hosts (the test suite)."""
+    alive into the permanent generation (later collections never walk it), and freeze again
+    after every full collection, so a full collection walks only what was promoted since the
+    last one. What stays frozen is never collected again: a cycle that dies later (a closed
+    connection's objects, say) is leaked, a small price against stopping the order book.
+    Not for a process that builds many hosts (the test suite)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    if _freeze_after_full_collection not in gc.callbacks:
+        gc.callbacks.append(_freeze_after_full_collection)
+
+
+def _freeze_after_full_collection(phase: str, info: dict[str, Any]) -> None:
+    if phase == "stop" and info["generation"] == 2:
+        gc.freeze()  # what survived a full collection is alive: out of every later collection's way
 
 
 def _event_ts_ms(cmd: cmds.Command) -> int:
@@ -180,6 +194,7 @@ class OrderbookHost:
         self.shard_id = shard_id
         self.prune_wal = prune_wal
         self.snapshot_in_child = snapshot_in_child and hasattr(os, "fork")
+        self.last_snapshot_pause_s = 0.0  # how long the last snapshot's cut stopped the loop
         # (wal_seq, ts_ms, engine events) of recent commands, for read-model projectors
         self.journal: deque[tuple[int, int, list[ev.Event]]] = deque(maxlen=journal_size)
         self._log_replay: tuple[Exchange, int] = (Exchange(), 0)  # scratch engine, its WAL seq
@@ -507,7 +522,12 @@ class OrderbookHost:
         seq = self.applied_seq
         if seq == self.snapshot_seq or self.failed is not None:
             return None  # nothing new; or the state may hold a command the log never got
-        state = await self._encode_in_child() if self.snapshot_in_child else self._encode_state()
+        if self.snapshot_in_child:
+            state = await self._encode_in_child()
+        else:
+            started = time.perf_counter()
+            state = self._encode_state()
+            self.last_snapshot_pause_s = time.perf_counter() - started
         await self.wal.wait_durable_async(seq)
         if self.wal.fsync_policy != "always":
             await asyncio.to_thread(self.wal.sync)
@@ -524,6 +544,7 @@ class OrderbookHost:
         """
         fd, scratch = tempfile.mkstemp(prefix="snapshot-", suffix=".encoding", dir=self.wal.directory)
         try:
+            started = time.perf_counter()
             pid = os.fork()
             if pid == 0:  # the child
                 code = 1
@@ -540,6 +561,7 @@ class OrderbookHost:
                     code = 0
                 finally:
                     os._exit(code)
+            self.last_snapshot_pause_s = time.perf_counter() - started  # the loop stood still for the fork
             os.close(fd)
             fd = -1
             _, status = await asyncio.to_thread(os.waitpid, pid, 0)
