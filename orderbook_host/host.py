@@ -43,7 +43,7 @@ from orderbook_host.engine import Exchange, Outcome
 from orderbook_host.engine import commands as cmds
 from orderbook_host.engine import events as ev
 from orderbook_host.realtime import ChannelLog, RealtimeHub, Sequenced
-from orderbook_host.snapshot_store import SnapshotError, SnapshotStore
+from orderbook_host.snapshot_store import SnapshotError, SnapshotStore, encode_snapshot
 from orderbook_host.wal import WalError, WriteAheadLog
 
 _log = logging.getLogger("orderbook_host.host")
@@ -523,21 +523,23 @@ class OrderbookHost:
         if seq == self.snapshot_seq or self.failed is not None:
             return None  # nothing new; or the state may hold a command the log never got
         if self.snapshot_in_child:
-            state = await self._encode_in_child()
+            blob = await self._encode_in_child(seq)
         else:
             started = time.perf_counter()
-            state = self._encode_state()
+            blob = encode_snapshot(seq, self._encode_state())
             self.last_snapshot_pause_s = time.perf_counter() - started
         await self.wal.wait_durable_async(seq)
         if self.wal.fsync_policy != "always":
             await asyncio.to_thread(self.wal.sync)
-        await asyncio.to_thread(self.snapshots.save, self.shard_id, seq, state)
+        await asyncio.to_thread(self.snapshots.save_encoded, self.shard_id, seq, blob)
         self.snapshot_seq = seq
         await asyncio.to_thread(self._retain, seq)
         return seq
 
-    async def _encode_in_child(self) -> bytes:
-        """`_encode_state()` computed by a forked child into a scratch file beside the WAL.
+    async def _encode_in_child(self, seq: int) -> bytes:
+        """`encode_snapshot(seq, _encode_state())` computed by a forked child into a scratch file
+        beside the WAL. (The child also frames and checksums it: every copy of tens of MB made
+        on the parent's side holds the GIL, and so stops the loop, for milliseconds.)
 
         The child runs only pure Python over its copy of the state (no locks other threads
         may hold, no event loop, no object-store client) and leaves with `os._exit`.
@@ -555,7 +557,8 @@ class OrderbookHost:
                     os.closerange(3, fd)
                     os.closerange(fd + 1, os.sysconf("SC_OPEN_MAX"))
                     die_with_parent(signal.SIGKILL)
-                    data = memoryview(self._encode_state())
+                    os.nice(19)  # the parent serves orders meanwhile: it gets the CPU first
+                    data = memoryview(encode_snapshot(seq, self._encode_state()))
                     while data:
                         data = data[os.write(fd, data) :]
                     code = 0

@@ -49,6 +49,13 @@ def encode_snapshot(wal_seq: int, state: bytes) -> bytes:
 
 def decode_snapshot(blob: bytes, expected_wal_seq: int | None = None) -> tuple[int, bytes]:
     """Return (wal_seq, state) or raise SnapshotError naming what is wrong."""
+    wal_seq = verify_snapshot(blob, expected_wal_seq)
+    return wal_seq, blob[SNAPSHOT_HEADER.size :]
+
+
+def verify_snapshot(blob: bytes, expected_wal_seq: int | None = None) -> int:
+    """Check a stored snapshot without copying its state (the checksum runs over a view, with
+    the GIL released): returns its wal_seq or raises SnapshotError naming what is wrong."""
     if len(blob) < SNAPSHOT_HEADER.size:
         raise SnapshotError(f"{len(blob)} bytes is shorter than the header")
     magic, version, _, wal_seq, state_bytes, digest = SNAPSHOT_HEADER.unpack_from(blob)
@@ -58,12 +65,14 @@ def decode_snapshot(blob: bytes, expected_wal_seq: int | None = None) -> tuple[i
         raise SnapshotError(f"unknown version {version}")
     if expected_wal_seq is not None and wal_seq != expected_wal_seq:
         raise SnapshotError(f"header says wal_seq {wal_seq}, key says {expected_wal_seq}")
-    state = blob[SNAPSHOT_HEADER.size :]
-    if len(state) != state_bytes:
-        raise SnapshotError(f"state is {len(state)} bytes, header says {state_bytes}")
-    if hashlib.sha256(state).digest() != digest:
-        raise SnapshotError("sha256 mismatch")
-    return wal_seq, state
+    with memoryview(blob) as view:
+        state = view[SNAPSHOT_HEADER.size :]
+        if len(state) != state_bytes:
+            raise SnapshotError(f"state is {len(state)} bytes, header says {state_bytes}")
+        if hashlib.sha256(state).digest() != digest:
+            raise SnapshotError("sha256 mismatch")
+        state.release()
+    return int(wal_seq)
 
 
 class SnapshotStore:
@@ -85,6 +94,14 @@ class SnapshotStore:
         """Store the state as of `wal_seq` (atomic through the port); returns the key."""
         key = self.key(shard_id, wal_seq)
         self.blobs.put(key, encode_snapshot(wal_seq, state))
+        return key
+
+    def save_encoded(self, shard_id: str, wal_seq: int, blob: bytes) -> str:
+        """Store a blob `encode_snapshot(wal_seq, state)` made elsewhere (the forked child),
+        checked first; returns the key."""
+        verify_snapshot(blob, wal_seq)
+        key = self.key(shard_id, wal_seq)
+        self.blobs.put(key, blob)
         return key
 
     def seqs(self, shard_id: str) -> list[int]:
@@ -114,6 +131,16 @@ class SnapshotStore:
             logger.warning("snapshot %s is corrupt, skipping: %s", self.key(shard_id, wal_seq), exc)
             return None
 
+    def _is_valid(self, shard_id: str, wal_seq: int) -> bool:
+        try:
+            verify_snapshot(self.blobs.get(self.key(shard_id, wal_seq)), wal_seq)
+        except BlobNotFoundError:
+            return False  # pruned between list and get
+        except SnapshotError as exc:
+            logger.warning("snapshot %s is corrupt, skipping: %s", self.key(shard_id, wal_seq), exc)
+            return False
+        return True
+
     def latest_valid(self, shard_id: str) -> tuple[int, bytes] | None:
         """The newest snapshot whose checksum verifies, or None when there is none."""
         for wal_seq in reversed(self.seqs(shard_id)):
@@ -134,7 +161,7 @@ class SnapshotStore:
         valid_seen = 0
         cut = 0  # seqs[:cut] are deleted
         for index in range(len(seqs) - 1, -1, -1):
-            if self._verified(shard_id, seqs[index]) is not None:
+            if self._is_valid(shard_id, seqs[index]):
                 valid_seen += 1
                 if valid_seen == keep:
                     cut = index

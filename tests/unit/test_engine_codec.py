@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import sys
 from pathlib import Path
 
@@ -153,3 +154,19 @@ def test_engine_imports_only_the_standard_library() -> None:
             assert not any(
                 n.split(".")[0] in {"time", "random", "logging", "datetime", "os"} for n in names
             ), path
+
+
+def test_snapshot_bytes_are_the_standard_compact_json_and_big_ints_still_encode() -> None:
+    ex = Exchange()
+    assert ex.apply(CreateMarket("ETE-2026", "binary", 1)).code is None
+    for account in ("zoë", "línea\ttab", "line\u2028sep", "ascii"):
+        assert ex.apply(Deposit(account, 10**15, 1)).code is None
+    canonical = ex._canonical()
+    assert ex.snapshot() == json.dumps(canonical, separators=(",", ":"), ensure_ascii=False).encode()
+    for _ in range(10_000):  # past 2**63 minor units: orjson refuses, the fallback writes it
+        assert ex.apply(Deposit("whale", 10**15, 2)).code is None
+    data = ex.snapshot()
+    assert data == json.dumps(ex._canonical(), separators=(",", ":"), ensure_ascii=False).encode()
+    restored = Exchange.restore(data)
+    assert restored.state_hash() == ex.state_hash()
+    assert restored.account("whale")["cash_minor"] == 10**19  # type: ignore[index]

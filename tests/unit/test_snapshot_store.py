@@ -120,3 +120,22 @@ def test_bad_arguments(store: SnapshotStore) -> None:
         store.save("s", -1, b"x")
     with pytest.raises(ValueError):
         store.prune("s", keep=0)
+
+
+def test_a_blob_encoded_elsewhere_is_checked_then_stored_as_save_would(
+    store: SnapshotStore, blobs: LocalBlobStore
+) -> None:
+    blob = encode_snapshot(7, b"state from the child")
+    key = store.save_encoded("s", 7, blob)
+    assert blobs.get(key) == blob and store.load("s", 7) == b"state from the child"
+    assert blobs.get(store.save("s", 8, b"state from the child")) == encode_snapshot(
+        8, b"state from the child"
+    )
+    with pytest.raises(SnapshotError, match="key says 9"):
+        store.save_encoded("s", 9, blob)  # stamped for seq 7
+    damaged = blob[:-1] + bytes([blob[-1] ^ 1])
+    with pytest.raises(SnapshotError, match="sha256"):
+        store.save_encoded("s", 10, encode_snapshot(10, b"x")[:-1] + b"y")
+    with pytest.raises(SnapshotError):
+        store.save_encoded("s", 7, damaged)
+    assert store.seqs("s") == [7, 8]
