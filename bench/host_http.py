@@ -555,6 +555,18 @@ def print_host_pauses(url: str) -> None:
             default=float("inf"),
         )
         parts.append(f"gen{gen} {count:.0f} pauses, {total * 1000:.0f} ms in all, each <= {top * 1000:g} ms")
+    fsyncs = samples.get("orderbook_wal_fsync_seconds_count", 0.0)
+    buckets = sorted(
+        (float(name.split('le="')[1].split('"')[0]), value)
+        for name, value in samples.items()
+        if name.startswith("orderbook_wal_fsync_seconds_bucket")
+    )
+    slow = {le: fsyncs - value for le, value in buckets if le in (0.005, 0.025, 0.1)}
+    if fsyncs:
+        print(
+            f"WAL fsyncs over the run: {fsyncs:.0f}; slower than 5 / 25 / 100 ms: "
+            f"{slow.get(0.005, 0):.0f} / {slow.get(0.025, 0):.0f} / {slow.get(0.1, 0):.0f}"
+        )
     snapshots = samples.get("orderbook_snapshots_total", 0.0)
     cut_ms = samples.get("orderbook_snapshot_pause_seconds_sum", 0.0) * 1000
     print(

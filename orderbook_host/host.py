@@ -567,7 +567,15 @@ class OrderbookHost:
             self.last_snapshot_pause_s = time.perf_counter() - started  # the loop stood still for the fork
             os.close(fd)
             fd = -1
-            _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+            # While the child lives, every page the parent writes first is copied (copy-on-write)
+            # and a collection writes to every object it walks: no cyclic GC until it is done.
+            gc_was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+            finally:
+                if gc_was_enabled:
+                    gc.enable()
             if os.waitstatus_to_exitcode(status) != 0:
                 raise RuntimeError(f"snapshot child exited with status {os.waitstatus_to_exitcode(status)}")
             return await asyncio.to_thread(Path(scratch).read_bytes)

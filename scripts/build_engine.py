@@ -10,7 +10,7 @@ sources until ``--clean`` removes it (rebuild after editing the engine, or the o
     .venv/bin/python scripts/build_engine.py --clean   # back to pure Python
     .venv/bin/python scripts/build_engine.py --check   # say which one imports; flag stale builds
     .venv/bin/python scripts/build_engine.py --into DIR  # build a copy in DIR, tree untouched
-    .venv/bin/python scripts/build_engine.py --into DIR --test  # engine tests against that copy
+    .venv/bin/python scripts/build_engine.py --into DIR --test  # engine tests on that copy (built if missing)
 
 Generated C and object files go to a temporary directory; only the ``.so`` files land in
 ``orderbook_host/engine/`` (``*.so`` is meant to be git-ignored; never commit them).
@@ -152,6 +152,9 @@ def main(argv: list[str] | None = None) -> None:
     elif args.test:
         if root == REPO:
             parser.error("--test needs --into DIR (in the checkout, plain pytest runs what is built)")
+        if not compiled_files(root):  # nothing built there yet: build first, then test
+            copy_sources(root)
+            build(root, args.opt_level)
         sys.exit(run_tests(root))
     else:
         if root != REPO:

@@ -5,6 +5,7 @@ taken sooner once SNAPSHOT_EVERY_RECORDS records follow the last one."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from pathlib import Path
@@ -57,6 +58,7 @@ def test_child_snapshot_equals_the_inline_encoding_and_recovers(tmp_path: Path) 
         return await host.take_snapshot(), expected
 
     seq, expected = asyncio.run(main())
+    assert gc.isenabled()  # paused only while the child ran
     assert seq == host.applied_seq
     assert host.snapshots.load("snap", seq) == expected
     assert not list((tmp_path / "wal").glob("*.encoding"))  # the scratch file is gone
@@ -120,6 +122,7 @@ def test_a_failed_child_leaves_no_snapshot_and_the_next_one_works(
         return await host.take_snapshot()
 
     assert asyncio.run(main()) == host.applied_seq
+    assert gc.isenabled()  # also after the failed child
     host.wal.close()
 
 
