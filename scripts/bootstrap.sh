@@ -25,8 +25,8 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 
-extras=""
-[ "${1:-}" = "--dev" ] && extras="[dev]"
+extras="[engine]"  # mypyc, so the local stack runs the compiled engine
+[ "${1:-}" = "--dev" ] && extras="[dev]"  # dev includes mypy too
 stamp=".venv/.installed$extras"
 hash=$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$hash" ]; then
