@@ -7,19 +7,35 @@ benchmark starts — memory children, `python -m orderbook_host` — imports it 
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from pathlib import Path
 
 from bench import _engine_build
+from orderbook_host import build_info
 
 
 def engine_build() -> str:
     """Which engine this process imports: "mypyc (path)" or "pure Python"."""
-    import orderbook_host.engine.exchange as module
+    build = build_info.engine_build()
+    return f"{build} ({build_info.ENGINE_FILE})" if build == "mypyc" else build
 
-    path = str(module.__file__)
-    return f"mypyc ({path})" if path.endswith(".so") else "pure Python"
+
+def add_mypyc_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mypyc",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="run on the mypyc-built engine (built into DIR)",
+    )
+
+
+def rerun_if_asked(args: argparse.Namespace, module: str) -> None:
+    """With `--mypyc DIR`: run this bench again on that build and exit with its code."""
+    if args.mypyc is not None:
+        raise SystemExit(rerun_compiled(args.mypyc.resolve(), module, strip_mypyc(sys.argv[1:])))
 
 
 def rerun_compiled(where: Path, module: str, argv: list[str]) -> int:

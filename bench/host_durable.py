@@ -29,7 +29,6 @@ import os
 import pstats
 import random
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -321,20 +320,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--inflight", default="1,16,64,256")
     parser.add_argument("--dir", type=Path, default=None, help="where the WALs go (default: temp dir)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument(
-        "--mypyc",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="run on the mypyc-built engine (built into DIR)",
-    )
+    compiled.add_mypyc_option(parser)
     args = parser.parse_args(argv)
-    if args.mypyc is not None:
-        raise SystemExit(
-            compiled.rerun_compiled(
-                args.mypyc.resolve(), "bench.host_durable", compiled.strip_mypyc(sys.argv[1:])
-            )
-        )
+    compiled.rerun_if_asked(args, "bench.host_durable")
     seconds = args.seconds if args.seconds is not None else (1.0 if args.quick else 4.0)
     widths = [int(x) for x in args.inflight.split(",")]
     ops_n = 60_000 if args.quick else 400_000

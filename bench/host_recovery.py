@@ -275,20 +275,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--skip-ready", action="store_true")
     parser.add_argument("--memory-child", choices=("host", "engine"), help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--mypyc",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="run on the mypyc-built engine (built into DIR)",
-    )
+    compiled.add_mypyc_option(parser)
     args = parser.parse_args(argv)
-    if args.mypyc is not None:
-        raise SystemExit(
-            compiled.rerun_compiled(
-                args.mypyc.resolve(), "bench.host_recovery", compiled.strip_mypyc(sys.argv[1:])
-            )
-        )
+    compiled.rerun_if_asked(args, "bench.host_recovery")
     if args.memory_child:
         memory_child(args.dir, args.memory_child)
         return

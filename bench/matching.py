@@ -36,8 +36,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import orderbook_host.engine.exchange as exchange_module
 from bench._engine_build import build_env, ensure_build
+from orderbook_host.build_info import ENGINE_FILE, engine_build
 from orderbook_host.engine import CancelOrder, CreateMarket, Deposit, Exchange, PlaceOrder
 
 # A workload event: ("L", sym, is_buy, price, qty, acct) | ("M", sym, is_buy, qty, acct) | ("C", target)
@@ -275,11 +275,6 @@ def timed(run: Callable[[list[Event]], None], events: list[Event]) -> float:
     return time.perf_counter() - t0
 
 
-def engine_build() -> str:
-    """Which build of our engine this process imported."""
-    return "mypyc" if exchange_module.__file__.endswith(".so") else "pure Python"
-
-
 def run_ours_mypyc(args: argparse.Namespace) -> tuple[float | None, str]:
     """Our engine built with mypyc, timed in a subprocess; (events/s or None, note)."""
     with contextlib.ExitStack() as stack:
@@ -320,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.ours_only:
         secs = min(timed(run_ours, events) for _ in range(args.repeat))
         result = {"events_per_s": len(events) / secs, "build": engine_build()}
-        print(json.dumps({**result, "module": exchange_module.__file__}))
+        print(json.dumps({**result, "module": ENGINE_FILE}))
         return
     counts = {k: sum(1 for e in events if e[0] == k) for k in "LCM"}
     print(

@@ -7,10 +7,10 @@ from urllib.parse import urlsplit
 
 import uvicorn
 
-import orderbook_host.engine.exchange as engine_module
 from emlib.settings import Settings, get_settings
 from orderbook_host import metrics
 from orderbook_host.app import build_host, create_app
+from orderbook_host.build_info import ENGINE_FILE, engine_build
 from orderbook_host.host import OrderbookHost, tune_gc_for_serving
 
 
@@ -24,18 +24,12 @@ def _build_serving_host(settings: Settings) -> OrderbookHost:
 _log = logging.getLogger("orderbook_host")
 
 
-def engine_build() -> str:
-    """Which build of the matching engine this process imported: a mypyc build imports as a
-    ``.so`` extension module (``scripts/build_engine.py``), the sources as ``.py``."""
-    return "mypyc" if (engine_module.__file__ or "").endswith(".so") else "pure Python"
-
-
 def main() -> None:
     settings = get_settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    _log.info("matching engine: %s (%s)", engine_build(), engine_module.__file__)
+    _log.info("matching engine: %s (%s)", engine_build(), ENGINE_FILE)
     url = urlsplit(settings.orderbook_url)
     uvicorn.run(
         create_app(settings, host_factory=_build_serving_host),

@@ -48,67 +48,15 @@ from orderbook_host.wal import WalError, WriteAheadLog
 
 _log = logging.getLogger("orderbook_host.host")
 HOST_SNAPSHOT_VERSION = 1
-WAL_SEGMENTS_RETAINED = 2
 
 # Fields that identify accounts are private: the public market channel never carries them.
 _PRIVATE_FIELDS = ("account", "maker_account", "taker_account", "client_order_id")
 
 
-def channels_of(event: ev.Event) -> tuple[str, ...]:
-    """Which channels an engine event goes to (`render_event` decides what each may see).
-
-    Dispatches on the event's exact class through a dict (an `isinstance` chain against
-    unions cost more than the engine's own apply per event); unknown classes go to the
-    account's channel.
-    """
-    return _CHANNELS.get(type(event), _agent_only)(event)
-
-
-def render_event(channel: str, body: Any) -> dict[str, Any]:
-    """The payload of a stored message as `channel` may see it: the public `market:*`
-    channels never carry the fields that identify accounts. (The hub's `Render`.)"""
-    if isinstance(body, dict):
-        return body  # a payload already (e.g. sequenced by hand)
-    payload: dict[str, Any] = body.to_payload()
-    if type(body) in _HAS_PRIVATE_FIELDS and channel.startswith("market:"):
-        for name in _PRIVATE_FIELDS:
-            payload.pop(name, None)
-    return payload
-
-
-def _market_only(event: Any) -> tuple[str, ...]:
-    return (f"market:{event.symbol}",)
-
-
-def _agent_only(event: Any) -> tuple[str, ...]:
-    return (f"agent:{event.account}",)
-
-
-def _market_and_agent(event: Any) -> tuple[str, ...]:
-    return (f"market:{event.symbol}", f"agent:{event.account}")
-
-
-def _trade(event: Any) -> tuple[str, ...]:
-    if event.maker_account == event.taker_account:
-        return (f"market:{event.symbol}", f"agent:{event.taker_account}")
-    return (f"market:{event.symbol}", f"agent:{event.taker_account}", f"agent:{event.maker_account}")
-
-
-_CHANNELS: dict[type, Callable[[Any], tuple[str, ...]]] = {
-    ev.MarketCreated: _market_only,
-    ev.MarketStatusChanged: _market_only,
-    ev.MarketSettled: _market_only,
-    ev.BookLevel: _market_only,
-    ev.Trade: _trade,
-    ev.OrderAccepted: _market_and_agent,
-    ev.OrderCancelled: _market_and_agent,
-    ev.OrderReplaced: _market_and_agent,
-}
-_HAS_PRIVATE_FIELDS = frozenset({ev.Trade, ev.OrderAccepted, ev.OrderCancelled, ev.OrderReplaced})
-_NO_MESSAGES: list[Sequenced] = []  # refusals: never appended to
-
-
-# What WAL replay counts per event class (recover): market only, market + account, or trade.
+# Where each engine event class goes: the market channel only, the market channel and the
+# account's (order lifecycle), or the market and both accounts (trade). Any other class goes
+# to its account's channel only. `_sequence` follows this table written out; `channels_of`
+# reads it plainly (tests and the crash checker compare the two).
 _MARKET, _ORDER, _TRADE, _AGENT = "market", "order", "trade", "agent"
 _KINDS: dict[type, str] = {
     ev.MarketCreated: _MARKET,
@@ -120,6 +68,35 @@ _KINDS: dict[type, str] = {
     ev.OrderCancelled: _ORDER,
     ev.OrderReplaced: _ORDER,
 }
+_NO_MESSAGES: list[Sequenced] = []  # refusals: never appended to
+
+
+def channels_of(event: ev.Event) -> tuple[str, ...]:
+    """Which channels an engine event goes to (`render_event` decides what each may see)."""
+    kind = _KINDS.get(type(event), _AGENT)
+    e: Any = event
+    if kind is _AGENT:
+        return (f"agent:{e.account}",)
+    market = f"market:{e.symbol}"
+    if kind is _MARKET:
+        return (market,)
+    if kind is _ORDER:
+        return (market, f"agent:{e.account}")
+    if e.maker_account == e.taker_account:
+        return (market, f"agent:{e.taker_account}")
+    return (market, f"agent:{e.taker_account}", f"agent:{e.maker_account}")
+
+
+def render_event(channel: str, body: Any) -> dict[str, Any]:
+    """The payload of a stored message as `channel` may see it: the public `market:*`
+    channels never carry the fields that identify accounts. (The hub's `Render`.)"""
+    if isinstance(body, dict):
+        return body  # a payload already (e.g. sequenced by hand)
+    payload: dict[str, Any] = body.to_payload()
+    if _KINDS.get(type(body)) in (_ORDER, _TRADE) and channel.startswith("market:"):
+        for name in _PRIVATE_FIELDS:
+            payload.pop(name, None)
+    return payload
 
 
 # Cyclic GC policy of the serving process. The host keeps millions of long-lived, acyclic

@@ -64,7 +64,6 @@ logger = logging.getLogger(__name__)
 HEADER = struct.Struct("<IIQ")
 HEADER_BYTES = HEADER.size
 _SEQ = struct.Struct("<Q")
-_LENGTH_CRC = struct.Struct("<II")
 RECORD_PAYLOAD_BYTES_MAX = 16 * 1024 * 1024
 SEGMENT_BYTES_DEFAULT = 64 * 1024 * 1024
 SEGMENT_SUFFIX = ".wal"
@@ -456,7 +455,7 @@ class WriteAheadLog:
     def append(self, payload: bytes) -> int:
         """Write one record and return its seq. It reaches the OS before this returns."""
         with self._append_lock:
-            seq = self._append_locked(payload)
+            seq = self._queue(payload)
             self._write_pending()
         self._request_every_n(seq)
         return seq
@@ -470,24 +469,13 @@ class WriteAheadLog:
         commands costs one write instead of one per command. A process crash loses queued
         records, which nobody was told about yet.
         """
-        if len(payload) > RECORD_PAYLOAD_BYTES_MAX:
-            raise ValueError(f"payload of {len(payload)} bytes exceeds {RECORD_PAYLOAD_BYTES_MAX}")
-        with self._append_lock:  # `_append_locked` and `encode_record`, inlined: once per order
-            if self._closed or self._failed is not None:
-                self._append_locked(b"")  # raises the right error
-            seq = self._last_seq + 1
-            seq_bytes = _SEQ.pack(seq)
-            self._pending.append(
-                _LENGTH_CRC.pack(len(payload), zlib.crc32(payload, zlib.crc32(seq_bytes)))
-                + seq_bytes
-                + payload
-            )
-            self._last_seq = seq
-        if self.fsync_policy == "every_n":
-            self._request_every_n(seq)
+        with self._append_lock:
+            seq = self._queue(payload)
+        self._request_every_n(seq)
         return seq
 
-    def _append_locked(self, payload: bytes) -> int:
+    def _queue(self, payload: bytes) -> int:
+        """Frame `payload` as the next record and queue it. Call with _append_lock held."""
         if self._closed:
             raise WalClosedError("the log is closed")
         if self._failed is not None:
